@@ -1,0 +1,303 @@
+//! The sidecar's config format: what the operator writes into ConfigMap `attache-NAME` and what
+//! `attache-sidecar run --config-dir` reads.
+//!
+//! # Layout of a config dir
+//!
+//! ```text
+//! DIR/
+//!   NAME/                  one folder per integration (a projected ConfigMap + Secret volume)
+//!     config.json          SidecarConfig, every default resolved, no secret values
+//!     auth-credential      apiKey / bearer / queryParam value          (Secret)
+//!     auth-username        basic auth                                   (Secret)
+//!     auth-password        basic auth                                   (Secret)
+//!     oauth2-client-secret oauth2ClientCredentials client secret        (Secret)
+//!     ca.crt               PEM CA bundle, when tls.caBundleRef is set   (Secret)
+//!     tls.crt, tls.key     client certificate chain and key (mTLS)      (Secret)
+//! ```
+//!
+//! `config.json` names the secret files it needs, so a missing file is an error that names it.
+//! The format is versioned by `apiVersion`; a sidecar refuses versions it does not know.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    duration::KubeDuration,
+    spec::{OnLimit, RateLimitScope},
+};
+
+/// The `apiVersion` of this format.
+pub const CONFIG_API_VERSION: &str = "attache.dev/sidecar-config/v1";
+/// The ConfigMap key (and file name) holding the rendered [`SidecarConfig`].
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Secret keys (file names) in the generated Secret.
+pub mod files {
+    pub const AUTH_CREDENTIAL: &str = "auth-credential";
+    pub const AUTH_USERNAME: &str = "auth-username";
+    pub const AUTH_PASSWORD: &str = "auth-password";
+    pub const OAUTH2_CLIENT_SECRET: &str = "oauth2-client-secret";
+    pub const CA_BUNDLE: &str = "ca.crt";
+    pub const CLIENT_CERT: &str = "tls.crt";
+    pub const CLIENT_KEY: &str = "tls.key";
+}
+
+/// Everything one integration's listener needs, defaults resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarConfig {
+    pub api_version: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub upstream: UpstreamConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub timeouts: TimeoutsConfig,
+    pub retry: RetryConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    pub concurrency: ConcurrencyConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// Prefixed to every request path; empty or starting with `/`, never ending with `/`.
+    pub base_path: String,
+}
+
+impl UpstreamConfig {
+    /// `host:port` as sent in the Host header (port omitted when it is the scheme's default).
+    pub fn authority(&self) -> String {
+        let default_port = match self.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Credential injection; secret values are read from the files named here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum AuthConfig {
+    None,
+    #[serde(rename_all = "camelCase")]
+    ApiKey {
+        header: String,
+        prefix: String,
+    },
+    Bearer,
+    Basic,
+    #[serde(rename_all = "camelCase")]
+    QueryParam {
+        name: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    OAuth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        scopes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+    },
+}
+
+impl AuthConfig {
+    /// The secret files this method reads.
+    pub fn secret_files(&self) -> &'static [&'static str] {
+        match self {
+            AuthConfig::None => &[],
+            AuthConfig::ApiKey { .. } | AuthConfig::Bearer | AuthConfig::QueryParam { .. } => {
+                &[files::AUTH_CREDENTIAL]
+            }
+            AuthConfig::Basic => &[files::AUTH_USERNAME, files::AUTH_PASSWORD],
+            AuthConfig::OAuth2ClientCredentials { .. } => &[files::OAUTH2_CLIENT_SECRET],
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthConfig::None => "none",
+            AuthConfig::ApiKey { .. } => "apiKey",
+            AuthConfig::Bearer => "bearer",
+            AuthConfig::Basic => "basic",
+            AuthConfig::QueryParam { .. } => "queryParam",
+            AuthConfig::OAuth2ClientCredentials { .. } => "oauth2ClientCredentials",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Trust `ca.crt` instead of the Mozilla roots.
+    pub custom_ca: bool,
+    /// Present `tls.crt` + `tls.key` (mTLS).
+    pub client_certificate: bool,
+    pub min_version: TlsVersion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect: KubeDuration,
+    pub per_try: KubeDuration,
+    pub request: KubeDuration,
+}
+
+/// A class of failure that may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    Any5xx,
+    Status(u16),
+}
+
+impl RetryOn {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "connect-failure" => Some(Self::ConnectFailure),
+            "reset" => Some(Self::Reset),
+            "timeout" => Some(Self::Timeout),
+            "5xx" => Some(Self::Any5xx),
+            code => match code.parse::<u16>() {
+                Ok(c) if (400..=599).contains(&c) && code.len() == 3 => Some(Self::Status(c)),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            Self::ConnectFailure => "connect-failure".into(),
+            Self::Reset => "reset".into(),
+            Self::Timeout => "timeout".into(),
+            Self::Any5xx => "5xx".into(),
+            Self::Status(c) => c.to_string(),
+        }
+    }
+}
+
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RetryOn::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown retryOn {s:?}")))
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub backoff_base: KubeDuration,
+    pub backoff_max: KubeDuration,
+    pub retry_on: Vec<RetryOn>,
+    pub respect_retry_after: bool,
+    pub max_retry_after: KubeDuration,
+    pub idempotency_header: String,
+    pub generate_idempotency_key: bool,
+    pub budget_ratio: f64,
+    pub budget_min_per_second: u32,
+    /// Request bodies up to this size are kept for replay; larger ones are sent once.
+    pub replay_buffer_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "mode", rename_all = "camelCase", deny_unknown_fields)]
+pub enum BreakerMode {
+    #[serde(rename_all = "camelCase")]
+    ConsecutiveFailures { failures: u32 },
+    #[serde(rename_all = "camelCase")]
+    FailureRate {
+        percent: u32,
+        window: KubeDuration,
+        minimum_requests: u32,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub trip: BreakerMode,
+    pub open_duration: KubeDuration,
+    pub max_open_duration: KubeDuration,
+    pub half_open_requests: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per `per` for the whole integration, as written.
+    pub requests: u32,
+    pub per: KubeDuration,
+    /// Bucket capacity in this pod (for `scope: shared`, this pod's share, at least 1).
+    pub burst: u32,
+    pub scope: RateLimitScope,
+    pub on_limit: OnLimit,
+    pub max_queue_wait: KubeDuration,
+    /// Pods the limit is divided among (1 for `scope: pod`): this pod may send
+    /// `requests` per `per × pods`.
+    pub pods: u32,
+}
+
+impl RateLimitConfig {
+    /// This pod's share of the period: one request may start every `pod_interval`.
+    pub fn pod_interval(&self) -> std::time::Duration {
+        let per = self.per.as_duration() * self.pods.max(1);
+        per / self.requests.max(1)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    pub max_in_flight: u32,
+    /// Beyond `maxInFlight`: `reject` answers 503 `overloaded`, `queue` waits up to `maxQueueWait`.
+    pub on_limit: OnLimit,
+    pub max_queue_wait: KubeDuration,
+}
+
+/// Without a rate limit, a full bulkhead rejects at once: queueing is opt-in via
+/// `rateLimit.onLimit: queue`, because a silent wait is worse than a clear 503 by default.
+pub const fn default_concurrency_on_limit() -> OnLimit {
+    OnLimit::Reject
+}

@@ -1,0 +1,21 @@
+//! The `ExternalIntegration` API: types, defaults, validation and rendering into the
+//! sidecar's config. No I/O happens here, so the operator, its offline CLI and the sidecar's
+//! local mode share one definition of what a spec means.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod config;
+pub mod defaults;
+pub mod duration;
+pub mod manifest;
+pub mod render;
+pub mod secret;
+pub mod spec;
+pub mod validate;
+
+pub use config::SidecarConfig;
+pub use duration::KubeDuration;
+pub use render::{render, RenderError, RenderOptions, Rendered, SecretSource, SourceError};
+pub use secret::SecretBytes;
+pub use spec::{ExternalIntegration, ExternalIntegrationSpec, ExternalIntegrationStatus};
+pub use validate::{validate_spec, FieldError};

@@ -1,0 +1,185 @@
+use std::collections::HashMap;
+
+use super::*;
+use crate::manifest::parse_integrations;
+
+#[derive(Default)]
+struct MapSource {
+    secrets: HashMap<String, HashMap<String, Vec<u8>>>,
+}
+
+impl MapSource {
+    fn with(mut self, name: &str, key: &str, value: impl AsRef<[u8]>) -> Self {
+        self.secrets
+            .entry(name.into())
+            .or_default()
+            .insert(key.into(), value.as_ref().to_vec());
+        self
+    }
+}
+
+impl SecretSource for MapSource {
+    fn secret_key(&self, name: &str, key: &str) -> Result<SecretBytes, SourceError> {
+        let s = self.secrets.get(name).ok_or(SourceError::ObjectNotFound)?;
+        s.get(key)
+            .map(|v| SecretBytes::new(v.clone()))
+            .ok_or(SourceError::KeyNotFound)
+    }
+    fn config_map_key(&self, _: &str, _: &str) -> Result<SecretBytes, SourceError> {
+        Err(SourceError::ObjectNotFound)
+    }
+}
+
+fn one(yaml: &str) -> ExternalIntegration {
+    parse_integrations("test.yaml", yaml).unwrap().remove(0)
+}
+
+const STRIPE: &str = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: stripe, namespace: payments}
+spec:
+  upstream: {url: "https://api.stripe.com/v1/"}
+  auth:
+    apiKey: {header: Authorization, prefix: "Bearer ", secretKeyRef: {name: stripe-key, key: api-key}}
+"#;
+
+#[test]
+fn defaults_are_filled_and_secrets_collected() {
+    let src = MapSource::default().with("stripe-key", "api-key", "sk_test_1\n");
+    let r = render(&one(STRIPE), &src, RenderOptions::default()).unwrap();
+    assert_eq!(r.config.upstream.host, "api.stripe.com");
+    assert_eq!(r.config.upstream.port, 443);
+    assert_eq!(r.config.upstream.base_path, "/v1");
+    assert_eq!(r.config.timeouts.connect, d::CONNECT_TIMEOUT);
+    assert_eq!(r.config.retry.max_attempts, 3);
+    assert_eq!(
+        r.files[files::AUTH_CREDENTIAL].expose(),
+        b"sk_test_1",
+        "trailing newline trimmed"
+    );
+    let cm = r.config_map_data();
+    assert!(
+        !cm[CONFIG_FILE].contains("sk_test_1"),
+        "no secret in ConfigMap"
+    );
+    let back: SidecarConfig = serde_json::from_str(&cm[CONFIG_FILE]).unwrap();
+    assert_eq!(back, r.config);
+}
+
+#[test]
+fn missing_secret_and_key_are_named() {
+    let err = render(
+        &one(STRIPE),
+        &MapSource::default(),
+        RenderOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "SecretNotFound");
+    assert!(err.to_string().contains("stripe-key"), "{err}");
+    let src = MapSource::default().with("stripe-key", "other", "x");
+    let err = render(&one(STRIPE), &src, RenderOptions::default()).unwrap_err();
+    assert_eq!(err.reason(), "KeyNotFound");
+    assert!(err.to_string().contains("api-key"), "{err}");
+}
+
+#[test]
+fn client_certificate_is_checked_and_expiry_reported() {
+    let ca = rcgen::CertifiedKey::from(
+        rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap(),
+    );
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: bank}
+spec:
+  upstream: {url: "https://bank.example:8443"}
+  tls: {clientCertificate: {secretName: bank-mtls}, minVersion: "1.3"}
+"#;
+    let src = MapSource::default()
+        .with("bank-mtls", "tls.crt", ca.cert.pem())
+        .with("bank-mtls", "tls.key", ca.signing_key.serialize_pem());
+    let r = render(&one(yaml), &src, RenderOptions::default()).unwrap();
+    assert!(r.config.tls.client_certificate);
+    assert_eq!(r.config.tls.min_version, TlsVersion::V1_3);
+    assert_eq!(r.config.upstream.port, 8443);
+    assert!(r.client_certificate_not_after.unwrap() > 1_700_000_000);
+
+    let broken = MapSource::default()
+        .with(
+            "bank-mtls",
+            "tls.crt",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .with("bank-mtls", "tls.key", ca.signing_key.serialize_pem());
+    let err = render(&one(yaml), &broken, RenderOptions::default()).unwrap_err();
+    assert_eq!(err.reason(), "InvalidCertificate");
+    assert!(err.to_string().contains("tls.crt"), "{err}");
+}
+
+#[test]
+fn invalid_specs_name_the_field() {
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: bad}
+spec:
+  upstream: {url: "http://plain.example"}
+  auth:
+    bearer: {secretKeyRef: {name: a, key: b}}
+    basic: {secretRef: {name: c}}
+  retry: {maxAttempts: 0, retryOn: ["teapot"], backoff: {base: 2s, max: 1s}}
+  rateLimit: {requests: 0}
+"#;
+    let err = render(&one(yaml), &MapSource::default(), RenderOptions::default()).unwrap_err();
+    let RenderError::Invalid(list) = err else {
+        panic!("expected Invalid")
+    };
+    let fields: Vec<_> = list.iter().map(|e| e.field.as_str()).collect();
+    for f in [
+        "spec.upstream.url",
+        "spec.auth",
+        "spec.retry.maxAttempts",
+        "spec.retry.retryOn[0]",
+        "spec.retry.backoff.base",
+        "spec.rateLimit.requests",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+}
+
+#[test]
+fn shared_rate_limit_is_divided_among_pods() {
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: openai}
+spec:
+  upstream: {url: "https://api.openai.com"}
+  rateLimit: {requests: 100, per: 1s, burst: 20, scope: shared}
+"#;
+    let r = render(
+        &one(yaml),
+        &MapSource::default(),
+        RenderOptions { pods_sharing: 4 },
+    )
+    .unwrap();
+    let rl = r.config.rate_limit.unwrap();
+    assert_eq!(rl.pods, 4);
+    assert_eq!(rl.burst, 5);
+    assert_eq!(rl.pod_interval(), std::time::Duration::from_millis(40));
+}
+
+#[test]
+fn other_kinds_are_skipped_and_bad_yaml_is_named() {
+    let yaml = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: x}}\n---\n{STRIPE}");
+    assert_eq!(parse_integrations("a.yaml", &yaml).unwrap().len(), 1);
+    let err = parse_integrations("b.yaml", "kind: [").unwrap_err();
+    assert!(err.to_string().starts_with("b.yaml"), "{err}");
+    let err = parse_integrations(
+        "c.yaml",
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: x}\nspec: {upstream: {}}\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("url"), "{err}");
+}

@@ -1,0 +1,323 @@
+//! Semantic validation of a spec: every rule the CRD's schema and CEL rules enforce at
+//! `kubectl apply`, checked again here so offline tools and the sidecar's local mode refuse the
+//! same manifests with the same field names.
+
+use std::fmt;
+
+use crate::{config::RetryOn, spec::ExternalIntegrationSpec};
+
+/// One problem, named by its field path (`spec.retry.backoff.base`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems of a spec; empty when it is valid.
+pub fn validate_spec(spec: &ExternalIntegrationSpec) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+    upstream(spec, &mut errs);
+    auth(spec, &mut errs);
+    tls(spec, &mut errs);
+    timeouts(spec, &mut errs);
+    retry(spec, &mut errs);
+    breaker(spec, &mut errs);
+    rate_limit(spec, &mut errs);
+    if let Some(c) = &spec.concurrency {
+        if c.max_in_flight == Some(0) {
+            errs.push("spec.concurrency.maxInFlight", "must be at least 1");
+        }
+    }
+    errs.0
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let field = "spec.upstream.url";
+    let url = match url::Url::parse(&spec.upstream.url) {
+        Ok(u) => u,
+        Err(e) => return errs.push(field, format!("not a valid URL ({e})")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if spec.upstream.allow_insecure == Some(true) => {}
+        "http" => errs.push(
+            field,
+            "plain http:// sends credentials in clear text: use https:// or set spec.upstream.allowInsecure: true",
+        ),
+        other => errs.push(field, format!("scheme {other:?} is not supported: use https://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        errs.push(field, "has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        errs.push(field, "must not carry credentials: use spec.auth");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        errs.push(field, "must not have a query or fragment");
+    }
+}
+
+fn auth(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(a) = &spec.auth else { return };
+    let set = [
+        a.api_key.is_some(),
+        a.bearer.is_some(),
+        a.basic.is_some(),
+        a.query_param.is_some(),
+        a.oauth2_client_credentials.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    if set > 1 {
+        errs.push(
+            "spec.auth",
+            "set at most one of apiKey, bearer, basic, queryParam, oauth2ClientCredentials",
+        );
+    }
+    if let Some(k) = &a.api_key {
+        if let Some(h) = &k.header {
+            if http_header_name_invalid(h) {
+                errs.push(
+                    "spec.auth.apiKey.header",
+                    format!("{h:?} is not a valid header name"),
+                );
+            }
+        }
+        secret_key_ref("spec.auth.apiKey.secretKeyRef", &k.secret_key_ref, errs);
+    }
+    if let Some(b) = &a.bearer {
+        secret_key_ref("spec.auth.bearer.secretKeyRef", &b.secret_key_ref, errs);
+    }
+    if let Some(b) = &a.basic {
+        if b.secret_ref.name.is_empty() {
+            errs.push("spec.auth.basic.secretRef.name", "must not be empty");
+        }
+    }
+    if let Some(q) = &a.query_param {
+        if q.name.is_empty() {
+            errs.push("spec.auth.queryParam.name", "must not be empty");
+        }
+        secret_key_ref("spec.auth.queryParam.secretKeyRef", &q.secret_key_ref, errs);
+    }
+    if let Some(o) = &a.oauth2_client_credentials {
+        match url::Url::parse(&o.token_url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" && spec.upstream.allow_insecure == Some(true) => {}
+            Ok(_) => errs.push(
+                "spec.auth.oauth2ClientCredentials.tokenUrl",
+                "must be https:// (http:// only with spec.upstream.allowInsecure: true)",
+            ),
+            Err(e) => errs.push(
+                "spec.auth.oauth2ClientCredentials.tokenUrl",
+                format!("not a valid URL ({e})"),
+            ),
+        }
+        if o.client_id.is_empty() {
+            errs.push(
+                "spec.auth.oauth2ClientCredentials.clientId",
+                "must not be empty",
+            );
+        }
+        secret_key_ref(
+            "spec.auth.oauth2ClientCredentials.clientSecretRef",
+            &o.client_secret_ref,
+            errs,
+        );
+    }
+}
+
+fn secret_key_ref(field: &str, r: &crate::spec::SecretKeyRef, errs: &mut Errors) {
+    if r.name.is_empty() {
+        errs.push(&format!("{field}.name"), "must not be empty");
+    }
+    if r.key.is_empty() {
+        errs.push(&format!("{field}.key"), "must not be empty");
+    }
+}
+
+fn http_header_name_invalid(h: &str) -> bool {
+    h.is_empty()
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn tls(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(t) = &spec.tls else { return };
+    if let Some(v) = &t.min_version {
+        if v != "1.2" && v != "1.3" {
+            errs.push(
+                "spec.tls.minVersion",
+                format!("{v:?} is not supported: use \"1.2\" or \"1.3\""),
+            );
+        }
+    }
+    if let Some(sn) = &t.server_name {
+        if rustls_pki_types::ServerName::try_from(sn.as_str()).is_err() {
+            errs.push(
+                "spec.tls.serverName",
+                format!("{sn:?} is not a valid DNS name or IP address"),
+            );
+        }
+    }
+    if let Some(ca) = &t.ca_bundle_ref {
+        if ca.name.is_empty() {
+            errs.push("spec.tls.caBundleRef.name", "must not be empty");
+        }
+    }
+    if let Some(cc) = &t.client_certificate {
+        if cc.secret_name.is_empty() {
+            errs.push("spec.tls.clientCertificate.secretName", "must not be empty");
+        }
+    }
+}
+
+fn timeouts(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(t) = &spec.timeouts else { return };
+    for (field, d) in [
+        ("spec.timeouts.connect", t.connect),
+        ("spec.timeouts.perTry", t.per_try),
+        ("spec.timeouts.request", t.request),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            errs.push(field, "must be greater than 0");
+        }
+    }
+}
+
+fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(r) = &spec.retry else { return };
+    if r.max_attempts == Some(0) {
+        errs.push(
+            "spec.retry.maxAttempts",
+            "must be at least 1 (1 disables retries)",
+        );
+    }
+    if r.max_attempts.is_some_and(|n| n > 10) {
+        errs.push("spec.retry.maxAttempts", "must be at most 10");
+    }
+    if let Some(b) = &r.backoff {
+        if b.base.is_some_and(|d| d.is_zero()) {
+            errs.push("spec.retry.backoff.base", "must be greater than 0");
+        }
+        if let (Some(base), Some(max)) = (b.base, b.max) {
+            if base > max {
+                errs.push(
+                    "spec.retry.backoff.base",
+                    "must not exceed spec.retry.backoff.max",
+                );
+            }
+        }
+    }
+    if let Some(list) = &r.retry_on {
+        for (i, entry) in list.iter().enumerate() {
+            if RetryOn::parse(entry).is_none() {
+                errs.push(
+                    &format!("spec.retry.retryOn[{i}]"),
+                    format!("unknown value {entry:?}: use connect-failure, reset, timeout, 5xx or a status code 400-599"),
+                );
+            }
+        }
+    }
+    if let Some(k) = &r.idempotency_key {
+        if let Some(h) = &k.header {
+            if http_header_name_invalid(h) {
+                errs.push(
+                    "spec.retry.idempotencyKey.header",
+                    format!("{h:?} is not a valid header name"),
+                );
+            }
+        }
+    }
+    if let Some(b) = &r.budget {
+        if let Some(ratio) = b.ratio {
+            if !(0.0..=10.0).contains(&ratio) || ratio.is_nan() {
+                errs.push("spec.retry.budget.ratio", "must be between 0 and 10");
+            }
+        }
+    }
+}
+
+fn breaker(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(b) = &spec.circuit_breaker else {
+        return;
+    };
+    if b.consecutive_failures.is_some() && b.failure_rate.is_some() {
+        errs.push(
+            "spec.circuitBreaker",
+            "set either consecutiveFailures or failureRate, not both",
+        );
+    }
+    if b.consecutive_failures == Some(0) {
+        errs.push(
+            "spec.circuitBreaker.consecutiveFailures",
+            "must be at least 1",
+        );
+    }
+    if let Some(fr) = &b.failure_rate {
+        if !(1..=100).contains(&fr.percent) {
+            errs.push(
+                "spec.circuitBreaker.failureRate.percent",
+                "must be between 1 and 100",
+            );
+        }
+        if fr.window.is_some_and(|d| d.is_zero()) {
+            errs.push(
+                "spec.circuitBreaker.failureRate.window",
+                "must be greater than 0",
+            );
+        }
+        if fr.minimum_requests == Some(0) {
+            errs.push(
+                "spec.circuitBreaker.failureRate.minimumRequests",
+                "must be at least 1",
+            );
+        }
+    }
+    if b.open_duration.is_some_and(|d| d.is_zero()) {
+        errs.push("spec.circuitBreaker.openDuration", "must be greater than 0");
+    }
+    if let (Some(open), Some(max)) = (b.open_duration, b.max_open_duration) {
+        if open > max {
+            errs.push(
+                "spec.circuitBreaker.openDuration",
+                "must not exceed spec.circuitBreaker.maxOpenDuration",
+            );
+        }
+    }
+    if b.half_open_requests == Some(0) {
+        errs.push("spec.circuitBreaker.halfOpenRequests", "must be at least 1");
+    }
+}
+
+fn rate_limit(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(r) = &spec.rate_limit else { return };
+    if r.requests == 0 {
+        errs.push("spec.rateLimit.requests", "must be at least 1");
+    }
+    if r.per.is_some_and(|d| d.is_zero()) {
+        errs.push("spec.rateLimit.per", "must be greater than 0");
+    }
+    if r.burst == Some(0) {
+        errs.push("spec.rateLimit.burst", "must be at least 1");
+    }
+}
