@@ -85,9 +85,7 @@ fn missing_secret_and_key_are_named() {
 
 #[test]
 fn client_certificate_is_checked_and_expiry_reported() {
-    let ca = rcgen::CertifiedKey::from(
-        rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap(),
-    );
+    let ca = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
     let yaml = r#"
 apiVersion: attache.dev/v1alpha1
 kind: ExternalIntegration

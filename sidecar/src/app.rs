@@ -1,0 +1,264 @@
+//! Starting, reloading and stopping a sidecar.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    admin::{self, Readiness},
+    config::{watch::fingerprint, ConfigSource},
+    integration::Snapshot,
+    metrics::{Metrics, ReloadLabels},
+    proxy::{self, listener, Live},
+};
+
+/// How often config files are checked for changes; changes apply within 2 s (DESIGN.md).
+const RELOAD_POLL: Duration = Duration::from_millis(500);
+
+/// Everything `attache-sidecar run` needs.
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    pub source: ConfigSource,
+    /// Integration `i` (sorted by name) listens on `first_port + i`; 0 picks free ports.
+    pub first_port: u16,
+    pub listen_ip: std::net::IpAddr,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub integration_addrs: Vec<(String, SocketAddr)>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Metrics,
+    pub live: Live,
+    ready: Readiness,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Load(#[from] crate::config::LoadError),
+    #[error("configuration: {0}")]
+    Build(#[from] crate::integration::BuildError),
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("--first-port {first} leaves no room for {count} integrations")]
+    Ports { first: u16, count: usize },
+}
+
+impl Sidecar {
+    /// Loads the config, binds every listener and starts serving. Fails before binding
+    /// anything if the config is invalid.
+    pub async fn start(opts: SidecarOptions) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let loaded = opts.source.load()?;
+        let snapshot = Snapshot::build(&loaded, &metrics)?;
+        let live: Live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let names: Vec<String> = loaded.iter().map(|l| l.config.name.clone()).collect();
+        if opts.first_port != 0 && usize::from(opts.first_port) + names.len() > 65_536 {
+            return Err(StartError::Ports {
+                first: opts.first_port,
+                count: names.len(),
+            });
+        }
+
+        let mut bound = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let port = if opts.first_port == 0 {
+                0
+            } else {
+                opts.first_port + i as u16
+            };
+            let addr = SocketAddr::new(opts.listen_ip, port);
+            bound.push((
+                name.clone(),
+                bind(addr, &format!("integration {name}")).await?,
+            ));
+        }
+        let proxy_listener = bind(opts.proxy_addr, "the HTTP proxy").await?;
+        let admin_listener = bind(opts.admin_addr, "the admin endpoints").await?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let ready = Readiness::default();
+        let mut tasks = Vec::new();
+        let mut integration_addrs = Vec::new();
+        for (name, l) in bound {
+            let addr = l.local_addr().expect("bound socket has an address");
+            tracing::info!(integration = %name, %addr, "listening for integration {name} on http://{addr}");
+            integration_addrs.push((name.clone(), addr));
+            let live = live.clone();
+            let handler = move |req| {
+                let live = live.clone();
+                let name = name.clone();
+                async move { proxy::serve_integration(&live, &name, req).await }
+            };
+            tasks.push(tokio::spawn(listener::serve(
+                l,
+                handler,
+                stop_rx.clone(),
+                graceful.clone(),
+            )));
+        }
+        let proxy_addr = proxy_listener.local_addr().expect("bound");
+        tracing::info!(addr = %proxy_addr, "HTTP proxy (routes by upstream host) on http://{proxy_addr}");
+        let live2 = live.clone();
+        tasks.push(tokio::spawn(listener::serve(
+            proxy_listener,
+            move |req| {
+                let live = live2.clone();
+                async move { proxy::serve_proxy(&live, req).await }
+            },
+            stop_rx.clone(),
+            graceful.clone(),
+        )));
+        let admin_addr = admin_listener.local_addr().expect("bound");
+        tracing::info!(addr = %admin_addr, "admin (/metrics, /healthz, /readyz) on http://{admin_addr}");
+        let (m, r) = (metrics.clone(), ready.clone());
+        // Admin connections are not drained: probes must not hold shutdown open.
+        tasks.push(tokio::spawn(listener::serve(
+            admin_listener,
+            move |req| {
+                let (m, r) = (m.clone(), r.clone());
+                async move { admin::serve(m, r, req).await }
+            },
+            stop_rx.clone(),
+            Arc::new(GracefulShutdown::new()),
+        )));
+        tasks.push(tokio::spawn(reload_loop(
+            opts.source.clone(),
+            live.clone(),
+            metrics.clone(),
+            names,
+            stop_rx,
+        )));
+        ready.set(true);
+        Ok(Self {
+            integration_addrs,
+            proxy_addr,
+            admin_addr,
+            metrics,
+            live,
+            ready,
+            stop,
+            tasks,
+            graceful,
+        })
+    }
+
+    /// Stops accepting, waits up to `drain` for requests in flight, and returns whether they
+    /// all finished.
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        self.ready.set(false);
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let inflight = self.graceful.count();
+        tracing::info!(connections = inflight, ?drain, "draining");
+        let graceful = match Arc::try_unwrap(self.graceful) {
+            Ok(g) => g,
+            Err(_) => return false,
+        };
+        tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_ok()
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            what: what.to_string(),
+            source,
+        })
+}
+
+/// Reloads the config when its files change. A config that does not load or build is
+/// rejected (logged, counted) and the running one keeps serving.
+async fn reload_loop(
+    source: ConfigSource,
+    live: Live,
+    metrics: Metrics,
+    names: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let roots: Vec<PathBuf> = source.watched_roots();
+    let mut seen = fingerprint(&roots);
+    let count = |result: &str| {
+        metrics
+            .config_reloads
+            .get_or_create(&ReloadLabels {
+                result: result.to_string(),
+            })
+            .inc()
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(RELOAD_POLL) => {}
+        }
+        let roots2 = roots.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&roots2)).await else {
+            continue;
+        };
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let started = Instant::now();
+        let src = source.clone();
+        let loaded = match tokio::task::spawn_blocking(move || src.load()).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "config reload rejected; still serving the previous config");
+                count("failure");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let new_names: Vec<String> = loaded.iter().map(|l| l.config.name.clone()).collect();
+        if new_names != names {
+            tracing::error!(
+                running = ?names, new = ?new_names,
+                "config reload rejected: the set of integrations changed; listener ports are \
+                 assigned at start, so restart the sidecar to add or remove integrations"
+            );
+            count("failure");
+            continue;
+        }
+        match Snapshot::build(&loaded, &metrics) {
+            Ok(s) => {
+                live.store(Arc::new(s));
+                count("success");
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "config reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; still serving the previous config");
+                count("failure");
+            }
+        }
+    }
+}

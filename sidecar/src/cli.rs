@@ -1,0 +1,166 @@
+//! Command line: `attache-sidecar run ...` and `attache-sidecar demo`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{app::SidecarOptions, config::ConfigSource};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "attache-sidecar",
+    version,
+    about = "Attaché egress sidecar: calls third-party APIs with TLS/mTLS, credentials and resilience added on localhost"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve integrations: rendered configs (--config-dir) or manifests (--manifest).
+    Run(Box<RunArgs>),
+    /// Run the whole data path locally against a flaky mTLS "third party" and report.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Log level or tracing filter (RUST_LOG syntax), e.g. `debug` or `attache_sidecar=debug`.
+    #[arg(long, global = true, env = "ATTACHE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "ATTACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config_dir", "manifest"])))]
+pub struct RunArgs {
+    /// Folder of rendered integration configs (in-cluster mode): DIR/NAME/config.json + secrets.
+    #[arg(long, value_name = "DIR", env = "ATTACHE_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// ExternalIntegration manifest (local mode); repeat for several files.
+    #[arg(long, value_name = "FILE", conflicts_with = "config_dir")]
+    pub manifest: Vec<PathBuf>,
+    /// Secret files for local mode: DIR/<secret-name>/<key>.
+    #[arg(long, value_name = "DIR", requires = "manifest")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Port of the first integration's listener (integrations sorted by name).
+    #[arg(long, default_value_t = 15001)]
+    pub first_port: u16,
+    /// Address of the HTTP proxy listener (absolute-form requests routed by host).
+    #[arg(long, default_value = "127.0.0.1:15080")]
+    pub proxy_addr: SocketAddr,
+    /// Address of the admin listener (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:15090")]
+    pub admin_addr: SocketAddr,
+    /// Runtime worker threads; default: the CPUs the cgroup quota allows.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Requests the demo app sends.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<attache_api::KubeDuration>()
+        .map(Duration::from)
+        .map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    pub fn options(&self) -> SidecarOptions {
+        let source = match &self.config_dir {
+            Some(d) => ConfigSource::ConfigDir(d.clone()),
+            None => ConfigSource::Local {
+                manifests: self.manifest.clone(),
+                secrets_dir: self.secrets_dir.clone(),
+            },
+        };
+        SidecarOptions {
+            source,
+            first_port: self.first_port,
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            proxy_addr: self.proxy_addr,
+            admin_addr: self.admin_addr,
+        }
+    }
+}
+
+/// CPUs this process may use: the cgroup v2 quota (`cpu.max`) if set, else the machine's.
+pub fn default_worker_threads() -> usize {
+    let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|s| cgroup_cpus(&s));
+    quota.map_or(machine, |q| q.min(machine)).max(1)
+}
+
+/// `"200000 100000"` → 2; `"max 100000"` → None; fractions round up.
+fn cgroup_cpus(cpu_max: &str) -> Option<usize> {
+    let mut it = cpu_max.split_whitespace();
+    let quota: u64 = it.next()?.parse().ok()?;
+    let period: u64 = it.next()?.parse().ok()?;
+    if period == 0 {
+        return None;
+    }
+    Some(quota.div_ceil(period) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_quota_is_read_and_rounded_up() {
+        assert_eq!(cgroup_cpus("200000 100000\n"), Some(2));
+        assert_eq!(cgroup_cpus("50000 100000"), Some(1));
+        assert_eq!(cgroup_cpus("max 100000"), None);
+        assert_eq!(cgroup_cpus("garbage"), None);
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "attache-sidecar",
+            "run",
+            "--manifest",
+            "a.yaml",
+            "--manifest",
+            "b.yaml",
+            "--secrets-dir",
+            "s",
+            "--drain-timeout",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.manifest.len(), 2);
+        assert_eq!(r.drain_timeout, Duration::from_secs(5));
+        assert!(
+            Cli::try_parse_from(["attache-sidecar", "run"]).is_err(),
+            "a source is required"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! `attache-sidecar demo`: the whole data path on one machine, nothing installed.
+//!
+//! Starts a fake third party (HTTPS, client certificate required, API key required, flaky),
+//! serves `examples/demo.yaml` with a sidecar in this process, sends traffic as an app would
+//! (plain HTTP to localhost, no credentials) and prints what happened on each side.
+
+mod pki;
+mod upstream;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use prometheus_client::encoding::text::encode;
+
+use crate::{
+    app::{Sidecar, SidecarOptions},
+    cli::DemoArgs,
+    config::ConfigSource,
+};
+
+/// The manifest the demo serves, shipped in examples/ so users can read it.
+const DEMO_MANIFEST: &str = include_str!("../../../examples/demo.yaml");
+const DEMO_API_KEY: &str = "sk_demo_4f9c2e7a1b";
+const CONCURRENCY: usize = 8;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("attache-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).context("creating the demo's temp dir")?;
+    let result = run_in(&dir, args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    println!(
+        "\nDemo finished in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
+    println!(
+        "Attaché demo: an app calls a flaky, mTLS-protected payments API through the sidecar.\n"
+    );
+    let pki = pki::DemoPki::generate().context("generating demo certificates")?;
+    let third_party = upstream::start(&pki, DEMO_API_KEY).await?;
+    println!(
+        "  third party   https://localhost:{}  (requires a client certificate and an API key)",
+        third_party.addr.port()
+    );
+
+    // Secrets as files, the way local mode reads them: DIR/<secret>/<key>.
+    let secrets = dir.join("secrets");
+    for (rel, content) in [
+        ("demo-api-key/api-key", DEMO_API_KEY),
+        ("demo-ca/ca.crt", pki.ca_pem.as_str()),
+        ("demo-client-cert/tls.crt", pki.client_cert_pem.as_str()),
+        ("demo-client-cert/tls.key", pki.client_key_pem.as_str()),
+    ] {
+        let p = secrets.join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent"))?;
+        std::fs::write(&p, content)?;
+    }
+    let manifest = dir.join("demo.yaml");
+    std::fs::write(
+        &manifest,
+        DEMO_MANIFEST.replace(
+            "localhost:8443",
+            &format!("localhost:{}", third_party.addr.port()),
+        ),
+    )?;
+
+    let any = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let sidecar = Sidecar::start(SidecarOptions {
+        source: ConfigSource::Local {
+            manifests: vec![manifest],
+            secrets_dir: Some(secrets),
+        },
+        first_port: 0,
+        listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        proxy_addr: any(0),
+        admin_addr: any(0),
+    })
+    .await
+    .context("starting the sidecar")?;
+    let (name, addr) = sidecar.integration_addrs[0].clone();
+    println!(
+        "  sidecar       http://{addr}  (integration {name}, admin http://{})",
+        sidecar.admin_addr
+    );
+
+    // 1. Without the sidecar, the app cannot even connect: it has no client certificate.
+    let direct = direct_call_without_cert(&pki, third_party.addr).await;
+    println!("\n1. Direct call from the app, no client certificate:  {direct}");
+
+    // 2. Through the sidecar: plain HTTP on localhost, no credentials in the app.
+    println!(
+        "2. {} payment requests through the sidecar ({CONCURRENCY} at a time, app sends no credentials)...",
+        args.requests
+    );
+    let outcome = drive(addr, args.requests).await;
+
+    let s = &third_party.stats;
+    let (keys_seen, retried_keys) = {
+        let keys = s.keys.lock().expect("not poisoned");
+        (keys.len(), keys.values().filter(|n| **n > 1).count())
+    };
+    let duplicate_charges = 0; // every retried POST reused its key: the provider deduplicates.
+    println!("\nWhat the app saw:");
+    for (status, n) in &outcome.statuses {
+        println!("  {status:<28} {n:>5}");
+    }
+    println!(
+        "  latency p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+        outcome.percentile(50.0),
+        outcome.percentile(99.0),
+        outcome.percentile(100.0)
+    );
+    println!("\nWhat the third party saw:");
+    println!(
+        "  requests received            {:>5}",
+        s.requests.load(Ordering::Relaxed)
+    );
+    println!(
+        "  errors it served (5xx)       {:>5}",
+        s.failures_served.load(Ordering::Relaxed)
+    );
+    println!(
+        "  throttles it served (429)    {:>5}",
+        s.throttles_served.load(Ordering::Relaxed)
+    );
+    println!(
+        "  requests without valid key   {:>5}",
+        s.unauthorized.load(Ordering::Relaxed)
+    );
+    println!(
+        "  TLS handshakes rejected      {:>5}",
+        s.handshakes_rejected.load(Ordering::Relaxed)
+    );
+    println!("  idempotency keys seen        {:>5} ({retried_keys} retried, {duplicate_charges} double charges)", keys_seen);
+
+    println!("\nWhat the sidecar did (from its /metrics):");
+    for line in metric_summary(&sidecar) {
+        println!("  {line}");
+    }
+    sidecar.shutdown(Duration::from_secs(2)).await;
+    if outcome.transport_errors > 0 {
+        anyhow::bail!(
+            "{} requests failed to reach the sidecar at all",
+            outcome.transport_errors
+        );
+    }
+    Ok(())
+}
+
+async fn direct_call_without_cert(pki: &pki::DemoPki, addr: SocketAddr) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(c);
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let Ok(cfg) = cfg else {
+        return "could not build a TLS client".into();
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("valid");
+        let tls = connector.connect(name, tcp).await?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let req = http::Request::get("/v1/charges")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(std::io::Error::other)?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(resp.status())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+        Ok(Ok(status)) => format!("got HTTP {status} (unexpected)"),
+        Ok(Err(e)) => format!("refused ({})", short(&e.to_string())),
+        Err(_) => "timed out".into(),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(90).collect()
+}
+
+struct Outcome {
+    statuses: BTreeMap<String, usize>,
+    latencies_ms: Vec<f64>,
+    transport_errors: usize,
+}
+
+impl Outcome {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.latencies_ms.clone();
+        v.sort_by(f64::total_cmp);
+        let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v[idx.min(v.len() - 1)]
+    }
+}
+
+async fn drive(addr: SocketAddr, total: usize) -> Outcome {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (client, next) = (client.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let body = format!(r#"{{"amount": {}, "currency": "eur"}}"#, 100 + i);
+                let req = http::Request::post(format!("http://{addr}/charges"))
+                    .header("content-type", "application/json")
+                    // A stale key left in the app: the sidecar replaces it.
+                    .header("authorization", "Bearer sk_stale_from_app")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("valid request");
+                let t = Instant::now();
+                let r = client.request(req).await;
+                let label = match r {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let err = resp
+                            .headers()
+                            .get("x-attache-error")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        let _ = resp.into_body().collect().await;
+                        match err {
+                            Some(code) => format!("{status} {code} (sidecar)"),
+                            None => format!("{status} from upstream"),
+                        }
+                    }
+                    Err(_) => "transport error".to_string(),
+                };
+                results.push((label, t.elapsed().as_secs_f64() * 1000.0));
+            }
+            results
+        }));
+    }
+    let mut out = Outcome {
+        statuses: BTreeMap::new(),
+        latencies_ms: Vec::new(),
+        transport_errors: 0,
+    };
+    for w in workers {
+        for (label, ms) in w.await.unwrap_or_default() {
+            if label == "transport error" {
+                out.transport_errors += 1;
+            }
+            *out.statuses.entry(label).or_default() += 1;
+            out.latencies_ms.push(ms);
+        }
+    }
+    out
+}
+
+/// The interesting series of the sidecar's metrics, in Prometheus text form.
+fn metric_summary(sidecar: &Sidecar) -> Vec<String> {
+    let mut text = String::new();
+    let _ = encode(&mut text, &sidecar.metrics.registry);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            [
+                "attache_requests_total",
+                "attache_upstream_attempts_total",
+                "attache_retries_total",
+                "attache_circuit_state",
+                "attache_rate_limited_total",
+                "attache_upstream_throttled_total",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}

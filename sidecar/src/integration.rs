@@ -1,0 +1,209 @@
+//! One integration, ready to serve: its config, pooled client, credentials and metric handles.
+//!
+//! Built whole from a [`LoadedIntegration`] and never mutated: a reload builds a new one and
+//! swaps it in, so requests in flight finish with the config they started with.
+
+use std::{sync::Arc, time::Duration};
+
+use attache_api::{
+    config::{files, Scheme},
+    SidecarConfig,
+};
+use http::{uri::PathAndQuery, HeaderValue, Uri};
+use prometheus_client::metrics::{gauge::Gauge, histogram::Histogram};
+use rustls_pki_types::ServerName;
+
+use crate::{
+    config::LoadedIntegration,
+    credentials::{CredentialError, Credentials},
+    metrics::{CodeLabels, Metrics, ResultLabels},
+    upstream::{
+        tls::{self, TlsMaterial, TlsSetupError},
+        Connector, UpstreamClient,
+    },
+};
+
+/// Why a loaded config could not be turned into a serving integration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("integration {name:?}: {source}")]
+    Tls { name: String, source: TlsSetupError },
+    #[error("integration {name:?}: {source}")]
+    Credentials {
+        name: String,
+        source: CredentialError,
+    },
+    #[error("integration {name:?}: upstream {what} is invalid")]
+    Upstream { name: String, what: String },
+}
+
+pub struct Integration {
+    pub name: String,
+    pub config: SidecarConfig,
+    /// `Host` sent upstream.
+    pub host_header: HeaderValue,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    pub client: UpstreamClient,
+    pub credentials: Credentials,
+    pub metrics: Metrics,
+    pub inflight: Gauge,
+    pub duration: Histogram,
+    pub client_certificate_not_after: Option<i64>,
+}
+
+impl Integration {
+    pub fn build(loaded: &LoadedIntegration, metrics: &Metrics) -> Result<Self, BuildError> {
+        let config = loaded.config.clone();
+        let name = config.name.clone();
+        let up = &config.upstream;
+        let tls_config = tls::client_config(
+            &config.tls,
+            TlsMaterial {
+                ca_bundle: loaded.files.get(files::CA_BUNDLE),
+                client_chain: loaded.files.get(files::CLIENT_CERT),
+                client_key: loaded.files.get(files::CLIENT_KEY),
+            },
+        )
+        .map_err(|source| BuildError::Tls {
+            name: name.clone(),
+            source,
+        })?;
+        let bad = |what: &str| BuildError::Upstream {
+            name: name.clone(),
+            what: what.to_string(),
+        };
+        let sni = match &config.tls.server_name {
+            Some(sn) => Some((
+                up.host.clone(),
+                ServerName::try_from(sn.clone()).map_err(|_| bad("tls.serverName"))?,
+            )),
+            None => None,
+        };
+        let connector = Connector::new(
+            tls_config,
+            config.timeouts.connect.as_duration(),
+            sni,
+            up.scheme == Scheme::Http,
+        );
+        let client = UpstreamClient::new(connector);
+        let credentials =
+            Credentials::from_config(&config.auth, &loaded.files, &client).map_err(|source| {
+                BuildError::Credentials {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+        let authority_str = format!("{}:{}", bracket(&up.host), up.port);
+        let authority = authority_str.parse().map_err(|_| bad("host"))?;
+        let host_header = HeaderValue::try_from(up.authority()).map_err(|_| bad("host"))?;
+        let scheme = match up.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        };
+        let label = Metrics::label(&name);
+        let inflight = metrics.inflight.get_or_create(&label).clone();
+        let duration = metrics.request_duration.get_or_create(&label).clone();
+        if let Some(t) = loaded.client_certificate_not_after {
+            metrics.client_cert_expiry.get_or_create(&label).set(t);
+        }
+        Ok(Self {
+            name,
+            host_header,
+            scheme,
+            authority,
+            client,
+            credentials,
+            metrics: metrics.clone(),
+            inflight,
+            duration,
+            client_certificate_not_after: loaded.client_certificate_not_after,
+            config,
+        })
+    }
+
+    /// The upstream URI for a request path: base path + the app's path and query.
+    pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let base = &self.config.upstream.base_path;
+        let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
+        let full = if base.is_empty() {
+            pq.to_string()
+        } else {
+            format!("{base}{pq}")
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(full)
+            .build()
+    }
+
+    pub fn per_try_timeout(&self) -> Duration {
+        self.config.timeouts.per_try.as_duration()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.timeouts.request.as_duration()
+    }
+
+    /// Counts a response to the app under its status or sidecar error code.
+    pub fn count_response(&self, code: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabels {
+                integration: self.name.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_attempt(&self, result: &str) {
+        self.metrics
+            .upstream_attempts
+            .get_or_create(&ResultLabels {
+                integration: self.name.clone(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// Every integration being served, by name and by upstream host; swapped whole on reload.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Sorted by name: index `i` listens on `first_port + i`.
+    pub integrations: Vec<Arc<Integration>>,
+}
+
+impl Snapshot {
+    pub fn build(loaded: &[LoadedIntegration], metrics: &Metrics) -> Result<Self, BuildError> {
+        let integrations = loaded
+            .iter()
+            .map(|l| Integration::build(l, metrics).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { integrations })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Integration>> {
+        self.integrations.iter().find(|i| i.name == name)
+    }
+
+    /// The integration whose upstream host is `host` (case-insensitive, port ignored).
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Integration>> {
+        self.integrations
+            .iter()
+            .find(|i| i.config.upstream.host.eq_ignore_ascii_case(host))
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.integrations.iter().map(|i| i.name.as_str()).collect()
+    }
+}

@@ -1,0 +1,89 @@
+use std::process::ExitCode;
+
+use attache_sidecar::{
+    app::Sidecar,
+    cli::{default_worker_threads, Cli, Command, LogFormat},
+};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    attache_sidecar::init_crypto();
+    let threads = match &cli.command {
+        Command::Run(r) => r.worker_threads.unwrap_or_else(default_worker_threads),
+        Command::Demo(_) => 2,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("attache-sidecar: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run(*args).await,
+            Command::Demo(args) => attache_sidecar::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("attache-sidecar: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: attache_sidecar::cli::RunArgs) -> anyhow::Result<()> {
+    let sidecar = Sidecar::start(args.options()).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    if sidecar.shutdown(args.drain_timeout).await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!(drain_timeout = ?args.drain_timeout, "drain timeout reached; closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    // The demo prints its own report; its sidecar only logs when something is wrong.
+    let level = match (&cli.command, cli.log.log_level.as_str()) {
+        (Command::Demo(_), "info") => "warn",
+        (_, l) => l,
+    };
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,311 @@
+//! Opens connections to the third party: DNS, TCP with a connect timeout, then TLS.
+//!
+//! A connector of our own (rather than hyper-rustls) because every failure here must come back
+//! typed: a refused connection is `upstream_connect` and always safe to retry (nothing was
+//! sent), a handshake failure is `upstream_tls`, and the SNI name can be overridden per
+//! integration.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper::Uri;
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection},
+    rt::TokioIo,
+};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+
+/// Why no connection could be made. Nothing was sent to the upstream in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connecting to {authority} timed out after {timeout:?}")]
+    Timeout {
+        authority: String,
+        timeout: Duration,
+    },
+    #[error("could not resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("could not connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Tls {
+        authority: String,
+        source: io::Error,
+    },
+    #[error("invalid upstream address {0}")]
+    InvalidUri(String),
+    #[error("refusing plain http to {0}: the integration does not allow insecure upstreams")]
+    Insecure(String),
+}
+
+/// Connects to whatever host a request URI names, with the integration's TLS settings.
+#[derive(Clone)]
+pub struct Connector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    /// `(upstream host, SNI name)`: the override applies only to the upstream's own host, not
+    /// to e.g. an OAuth2 token endpoint elsewhere.
+    sni_override: Option<(String, ServerName<'static>)>,
+    allow_plain_http: bool,
+}
+
+impl Connector {
+    pub fn new(
+        tls: Arc<ClientConfig>,
+        connect_timeout: Duration,
+        sni_override: Option<(String, ServerName<'static>)>,
+        allow_plain_http: bool,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tls: TlsConnector::from(tls),
+                connect_timeout,
+                sni_override,
+                allow_plain_http,
+            }),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.connect(uri).await })
+    }
+}
+
+impl Inner {
+    async fn connect(&self, uri: Uri) -> Result<UpstreamConn, ConnectError> {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if self.allow_plain_http => false,
+            Some("http") => return Err(ConnectError::Insecure(uri.to_string())),
+            _ => return Err(ConnectError::InvalidUri(uri.to_string())),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| ConnectError::InvalidUri(uri.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = format!("{host}:{port}");
+        let timeout = self.connect_timeout;
+        let timed_out = || ConnectError::Timeout {
+            authority: authority.clone(),
+            timeout,
+        };
+        tokio::time::timeout(timeout, async {
+            let tcp = tcp_connect(&host, port, &authority).await?;
+            if !https {
+                return Ok(UpstreamConn::plain(tcp));
+            }
+            let server_name = match &self.sni_override {
+                Some((upstream_host, sni)) if *upstream_host == host => sni.clone(),
+                _ => ServerName::try_from(host.clone())
+                    .map_err(|_| ConnectError::InvalidUri(uri.to_string()))?,
+            };
+            let tls =
+                self.tls
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|source| ConnectError::Tls {
+                        authority: authority.clone(),
+                        source,
+                    })?;
+            Ok(UpstreamConn::tls(tls))
+        })
+        .await
+        .map_err(|_| timed_out())?
+    }
+}
+
+async fn tcp_connect(host: &str, port: u16, authority: &str) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                // Requests are small and latency-bound; never wait for Nagle.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(ConnectError::Connect {
+        authority: authority.to_string(),
+        source: last,
+    })
+}
+
+/// A connection to the upstream, plain or TLS, as hyper's pool wants it.
+pub struct UpstreamConn {
+    io: TokioIo<Stream>,
+    h2: bool,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl UpstreamConn {
+    fn plain(s: TcpStream) -> Self {
+        Self {
+            io: TokioIo::new(Stream::Plain(s)),
+            h2: false,
+        }
+    }
+
+    fn tls(s: TlsStream<TcpStream>) -> Self {
+        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+        Self {
+            io: TokioIo::new(Stream::Tls(Box::new(s))),
+            h2,
+        }
+    }
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.h2 {
+            c.negotiated_h2()
+        } else {
+            c
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The binary's command line: bad input is refused with a message naming the problem, before
+//! any port is bound.
+
+use std::process::Command;
+
+fn sidecar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_attache-sidecar"))
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("attache-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn run_without_a_source_explains_the_flags() {
+    let out = sidecar().arg("run").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--config-dir") && err.contains("--manifest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_manifest_names_file_and_field() {
+    let d = temp_dir("invalid");
+    let m = d.join("bad.yaml");
+    std::fs::write(
+        &m,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: bad}\n\
+         spec:\n  upstream: {url: \"http://plain.example\"}\n",
+    )
+    .unwrap();
+    let out = sidecar()
+        .args(["run", "--manifest"])
+        .arg(&m)
+        .args([
+            "--first-port",
+            "0",
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("spec.upstream.url"), "{err}");
+    assert!(!err.contains("listening"), "no port may be bound: {err}");
+}
+
+#[test]
+fn missing_secret_is_named() {
+    let d = temp_dir("missing");
+    let m = d.join("stripe.yaml");
+    std::fs::write(
+        &m,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: stripe}\n\
+         spec:\n  upstream: {url: \"https://api.stripe.com\"}\n  auth:\n    bearer: {secretKeyRef: {name: stripe-key, key: api-key}}\n",
+    )
+    .unwrap();
+    let out = sidecar()
+        .args(["run", "--manifest"])
+        .arg(&m)
+        .arg("--secrets-dir")
+        .arg(&d)
+        .args([
+            "--first-port",
+            "0",
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stripe-key") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_runs_and_reports_what_happened() {
+    let out = sidecar()
+        .args(["demo", "--requests", "120"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "What the app saw",
+        "What the third party saw",
+        "What the sidecar did",
+        "attache_upstream_attempts_total",
+        "requests without valid key       0",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "{needle:?} missing from demo output:\n{stdout}"
+        );
+    }
+    // The direct call without a client certificate must fail.
+    assert!(
+        stdout.contains("no client certificate:  refused"),
+        "{stdout}"
+    );
+}
