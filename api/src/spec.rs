@@ -3,15 +3,26 @@
 //! Optional fields stay `Option` here so that what the user wrote can be told apart from a
 //! default; [`crate::defaults`] fills them in and [`crate::render`] turns the result into the
 //! sidecar's config. Field names are fixed by DESIGN.md.
+//!
+//! # Validation at `kubectl apply`
+//!
+//! The CRD generated from these types carries the rules of [`crate::validate`]: value ranges
+//! and lengths as OpenAPI constraints (`#[schemars(range/length)]`), everything else as CEL
+//! rules (`#[x_kube(validation = ...)]`, emitted as `x-kubernetes-validations`). Each CEL
+//! message starts with the full field path so `kubectl` users see which field is wrong.
+//! Strings that CEL rules scan carry a `maxLength`, and lists a `maxItems`, so the API server's
+//! cost estimate stays within budget. Integers carry their `u32` maximum, so a value the
+//! operator could not deserialize is refused at apply time instead of failing its watch. Keep both sides in step: the operator's tests check that
+//! `attache-operator validate` and the CRD reject the same manifests.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::KubeDuration;
 
 /// A third-party API that pods of this namespace may call through the Attaché sidecar.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "attache.dev",
     version = "v1alpha1",
@@ -19,12 +30,23 @@ use crate::duration::KubeDuration;
     plural = "externalintegrations",
     shortname = "xint",
     namespaced,
+    doc = "A third-party API declared once for a namespace: the Attaché sidecar calls it on the \
+           pods' behalf with credentials, TLS, timeouts, retries, circuit breaking and limits.",
     status = "ExternalIntegrationStatus",
     printcolumn = r#"{"name":"Upstream","type":"string","jsonPath":".spec.upstream.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.pods"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.auth) || !has(self.auth.oauth2ClientCredentials) \
+     || self.auth.oauth2ClientCredentials.tokenUrl.matches('^(?i)https://') \
+     || (has(self.upstream.allowInsecure) && self.upstream.allowInsecure \
+     && self.auth.oauth2ClientCredentials.tokenUrl.matches('^(?i)http://'))"
+).message(
+    "spec.auth.oauth2ClientCredentials.tokenUrl must start with https:// \
+     (http:// only with spec.upstream.allowInsecure: true)"
+).field_path(".auth.oauth2ClientCredentials.tokenUrl"))]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalIntegrationSpec {
     pub upstream: UpstreamSpec,
@@ -45,10 +67,29 @@ pub struct ExternalIntegrationSpec {
 }
 
 /// Where requests go.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "self.url.matches('^(?i)https://') \
+     || (has(self.allowInsecure) && self.allowInsecure && self.url.matches('^(?i)http://'))"
+).message(
+    "spec.upstream.url must start with https:// \
+     (plain http:// only with spec.upstream.allowInsecure: true)"
+).field_path(".url"))]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSpec {
     /// Base URL of the third party, `https://...`; a path is prefixed to every request path.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("!self.matches('[\\\\x00-\\\\x20\\\\x7f]')")
+            .message("spec.upstream.url must not contain spaces or control characters"),
+        validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*@)?[^/?#@:]')").message(
+            "spec.upstream.url must be an absolute URL with a host, like https://api.example.com"
+        ),
+        validation = Rule::new("!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')")
+            .message("spec.upstream.url must not carry credentials: use spec.auth"),
+        validation = Rule::new("!self.contains('?') && !self.contains('#')")
+            .message("spec.upstream.url must not have a query or fragment")
+    )]
     pub url: String,
     /// Allows a plain `http://` URL. Off by default: credentials must not cross a network in
     /// clear text unless someone said so.
@@ -57,7 +98,13 @@ pub struct UpstreamSpec {
 }
 
 /// How the sidecar authenticates to the third party; at most one method is set.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "(has(self.apiKey) ? 1 : 0) + (has(self.bearer) ? 1 : 0) + (has(self.basic) ? 1 : 0) \
+     + (has(self.queryParam) ? 1 : 0) + (has(self.oauth2ClientCredentials) ? 1 : 0) <= 1"
+).message(
+    "spec.auth: set at most one of apiKey, bearer, basic, queryParam, oauth2ClientCredentials"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +123,9 @@ pub struct AuthSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -84,15 +133,19 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
 /// An API key sent in a header, e.g. `Authorization: Bearer sk_...` or `X-Api-Key: ...`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyAuth {
     /// Header name; default `Authorization`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new(r#"self.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")"#)
+        .message("spec.auth.apiKey.header must be a valid HTTP header name"))]
     pub header: Option<String>,
     /// Text put before the key, e.g. `"Bearer "`; default empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,15 +171,25 @@ pub struct BasicAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryParamAuth {
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     pub secret_key_ref: SecretKeyRef,
 }
 
 /// OAuth 2.0 client-credentials grant; the token is cached until shortly before it expires.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2ClientCredentials {
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("!self.matches('[\\\\x00-\\\\x20\\\\x7f]')").message(
+            "spec.auth.oauth2ClientCredentials.tokenUrl must not contain spaces or control characters"
+        ),
+        validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*@)?[^/?#@:]')")
+            .message("spec.auth.oauth2ClientCredentials.tokenUrl must be an absolute URL with a host")
+    )]
     pub token_url: String,
+    #[schemars(length(min = 1))]
     pub client_id: String,
     pub client_secret_ref: SecretKeyRef,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -136,7 +199,7 @@ pub struct OAuth2ClientCredentials {
 }
 
 /// How the sidecar verifies the third party and proves its own identity.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Trusted CAs instead of the Mozilla roots.
@@ -147,9 +210,16 @@ pub struct TlsSpec {
     pub client_certificate: Option<ClientCertificateRef>,
     /// Lowest TLS version offered: `"1.2"` (default) or `"1.3"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self == '1.2' || self == '1.3'")
+        .message(r#"spec.tls.minVersion must be "1.2" or "1.3""#))]
     pub min_version: Option<String>,
     /// SNI and certificate name to use instead of the URL's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(
+        r"isIP(self) || self.matches('^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$')"
+    ).message("spec.tls.serverName must be a DNS name or an IP address"))]
     pub server_name: Option<String>,
 }
 
@@ -160,9 +230,11 @@ pub struct CaBundleRef {
     /// `Secret` (default) or `ConfigMap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<CaBundleKind>,
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Default `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
 }
 
@@ -175,32 +247,48 @@ pub enum CaBundleKind {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCertificateRef {
+    #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
 
 /// Time limits; `request` bounds all attempts together.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeoutsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.timeouts.connect must be greater than 0"))]
     pub connect: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.timeouts.perTry must be greater than 0"))]
     pub per_try: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.timeouts.request must be greater than 0"))]
     pub request: Option<KubeDuration>,
 }
 
 /// Which failures are retried, how often and how far apart.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
     /// Attempts in all, the first included; 1 disables retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<BackoffSpec>,
     /// `connect-failure`, `reset`, `timeout`, `5xx`, or a status code such as `"503"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), inner(length(max = 32)))]
+    #[x_kube(validation = Rule::new(
+        "self.all(x, x in ['connect-failure', 'reset', 'timeout', '5xx'] \
+         || x.matches('^[45][0-9][0-9]$'))"
+    ).message(
+        "spec.retry.retryOn entries must be connect-failure, reset, timeout, 5xx \
+         or a status code 400-599"
+    ))]
     pub retry_on: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub respect_retry_after: Option<bool>,
@@ -212,19 +300,29 @@ pub struct RetrySpec {
     pub budget: Option<RetryBudgetSpec>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.base) || !has(self.max) || duration(self.base) <= duration(self.max)"
+).message("spec.retry.backoff.base must not exceed spec.retry.backoff.max").field_path(".base"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackoffSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.retry.backoff.base must be greater than 0"))]
     pub base: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.retry.backoff.max must be greater than 0"))]
     pub max: Option<KubeDuration>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdempotencyKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new(r#"self.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")"#)
+        .message("spec.retry.idempotencyKey.header must be a valid HTTP header name"))]
     pub header: Option<String>,
     /// Add a fresh key to POST/PATCH requests that carry none, kept across attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,47 +334,74 @@ pub struct IdempotencyKeySpec {
 #[serde(rename_all = "camelCase")]
 pub struct RetryBudgetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
     pub ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = u32::MAX))]
     pub min_per_second: Option<u32>,
 }
 
 /// Stops calling a failing third party for a while.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!(has(self.consecutiveFailures) && has(self.failureRate))").message(
+        "spec.circuitBreaker: set either consecutiveFailures or failureRate, not both"
+    ),
+    validation = Rule::new(
+        "!has(self.openDuration) || !has(self.maxOpenDuration) \
+         || duration(self.openDuration) <= duration(self.maxOpenDuration)"
+    )
+    .message("spec.circuitBreaker.openDuration must not exceed spec.circuitBreaker.maxOpenDuration")
+    .field_path(".openDuration")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitBreakerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub consecutive_failures: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_rate: Option<FailureRateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.circuitBreaker.openDuration must be greater than 0"))]
     pub open_duration: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.circuitBreaker.maxOpenDuration must be greater than 0"))]
     pub max_open_duration: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub half_open_requests: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureRateSpec {
     /// Trip when at least this percentage of requests in the window failed (1-100).
+    #[schemars(range(min = 1, max = 100))]
     pub percent: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.circuitBreaker.failureRate.window must be greater than 0"))]
     pub window: Option<KubeDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub minimum_requests: Option<u32>,
 }
 
 /// Requests per period towards the third party.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitSpec {
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub requests: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.rateLimit.per must be greater than 0"))]
     pub per: Option<KubeDuration>,
     /// Requests allowed at once after idle; default `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub burst: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<RateLimitScope>,
@@ -308,6 +433,7 @@ pub enum OnLimit {
 #[serde(rename_all = "camelCase")]
 pub struct ConcurrencySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub max_in_flight: Option<u32>,
 }
 

@@ -1,6 +1,10 @@
 //! Semantic validation of a spec: every rule the CRD's schema and CEL rules enforce at
 //! `kubectl apply`, checked again here so offline tools and the sidecar's local mode refuse the
 //! same manifests with the same field names.
+//!
+//! A rule added here needs its twin in [`crate::spec`] (a CEL rule or a schema constraint);
+//! the operator's `crd_agrees_with_validate` test holds a table of bad manifests that both
+//! must refuse.
 
 use std::fmt;
 
@@ -51,8 +55,10 @@ impl Errors {
 
 fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     let field = "spec.upstream.url";
+    let shape_ok = url_shape(field, &spec.upstream.url, errs);
     let url = match url::Url::parse(&spec.upstream.url) {
         Ok(u) => u,
+        Err(_) if !shape_ok => return,
         Err(e) => return errs.push(field, format!("not a valid URL ({e})")),
     };
     match url.scheme() {
@@ -64,7 +70,7 @@ fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
         ),
         other => errs.push(field, format!("scheme {other:?} is not supported: use https://")),
     }
-    if url.host_str().is_none_or(str::is_empty) {
+    if shape_ok && url.host_str().is_none_or(str::is_empty) {
         errs.push(field, "has no host");
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -73,6 +79,41 @@ fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     if url.query().is_some() || url.fragment().is_some() {
         errs.push(field, "must not have a query or fragment");
     }
+}
+
+/// The CRD's CEL rules on URL strings, checked on the text as written: the `url` crate alone is
+/// more forgiving (it percent-encodes spaces and skips the extra slashes of `https:///x`), so
+/// without this a URL could pass here and be refused at `kubectl apply`, or the reverse.
+/// Returns false when the string is not even shaped like an absolute URL.
+fn url_shape(field: &str, raw: &str, errs: &mut Errors) -> bool {
+    let mut ok = true;
+    if raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        errs.push(field, "must not contain spaces or control characters");
+        ok = false;
+    }
+    // `scheme://authority`, the authority ending at the first `/`, `?` or `#`.
+    let authority = raw
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            let mut chars = scheme.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        })
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    let host_char = |c: Option<char>| c.is_some_and(|c| !"/?#@:".contains(c));
+    let has_host = authority.is_some_and(|a| {
+        host_char(a.chars().next())
+            || a.split_once('@')
+                .is_some_and(|(_, host)| host_char(host.chars().next()))
+    });
+    if !has_host {
+        errs.push(
+            field,
+            "must be an absolute URL with a host, like https://api.example.com",
+        );
+        ok = false;
+    }
+    ok
 }
 
 fn auth(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
@@ -119,7 +160,10 @@ fn auth(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
         secret_key_ref("spec.auth.queryParam.secretKeyRef", &q.secret_key_ref, errs);
     }
     if let Some(o) = &a.oauth2_client_credentials {
+        let field = "spec.auth.oauth2ClientCredentials.tokenUrl";
+        let shape_ok = url_shape(field, &o.token_url, errs);
         match url::Url::parse(&o.token_url) {
+            Err(_) if !shape_ok => {}
             Ok(u) if u.scheme() == "https" => {}
             Ok(u) if u.scheme() == "http" && spec.upstream.allow_insecure == Some(true) => {}
             Ok(_) => errs.push(
@@ -219,6 +263,9 @@ fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
         if b.base.is_some_and(|d| d.is_zero()) {
             errs.push("spec.retry.backoff.base", "must be greater than 0");
         }
+        if b.max.is_some_and(|d| d.is_zero()) {
+            errs.push("spec.retry.backoff.max", "must be greater than 0");
+        }
         if let (Some(base), Some(max)) = (b.base, b.max) {
             if base > max {
                 errs.push(
@@ -296,6 +343,12 @@ fn breaker(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     if b.open_duration.is_some_and(|d| d.is_zero()) {
         errs.push("spec.circuitBreaker.openDuration", "must be greater than 0");
     }
+    if b.max_open_duration.is_some_and(|d| d.is_zero()) {
+        errs.push(
+            "spec.circuitBreaker.maxOpenDuration",
+            "must be greater than 0",
+        );
+    }
     if let (Some(open), Some(max)) = (b.open_duration, b.max_open_duration) {
         if open > max {
             errs.push(
@@ -319,5 +372,94 @@ fn rate_limit(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     }
     if r.burst == Some(0) {
         errs.push("spec.rateLimit.burst", "must be at least 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{AuthSpec, OAuth2ClientCredentials, SecretKeyRef, UpstreamSpec};
+
+    fn spec(url: &str) -> ExternalIntegrationSpec {
+        ExternalIntegrationSpec {
+            upstream: UpstreamSpec {
+                url: url.into(),
+                allow_insecure: None,
+            },
+            auth: None,
+            tls: None,
+            timeouts: None,
+            retry: None,
+            circuit_breaker: None,
+            rate_limit: None,
+            concurrency: None,
+        }
+    }
+
+    fn fields(s: &ExternalIntegrationSpec) -> Vec<String> {
+        validate_spec(s).into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn urls_are_judged_as_written_like_the_crd_does() {
+        for good in [
+            "https://api.example.com",
+            "HTTPS://API.EXAMPLE.COM/v1/",
+            "https://[2001:db8::1]:8443",
+        ] {
+            assert!(validate_spec(&spec(good)).is_empty(), "{good}");
+        }
+        // The url crate alone would accept these: it encodes the space and skips the slash.
+        for bad in [
+            "https://api.example.com/v 1",
+            "https:///api.example.com",
+            "https://:443/v1",
+            "https://api.example.com\t",
+            "api.example.com",
+        ] {
+            assert_eq!(fields(&spec(bad))[0], "spec.upstream.url", "{bad}");
+        }
+        let errs = validate_spec(&spec("https://user@api.example.com"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("credentials"));
+    }
+
+    #[test]
+    fn token_urls_get_the_same_shape_checks() {
+        let mut s = spec("https://api.example.com");
+        s.auth = Some(AuthSpec {
+            oauth2_client_credentials: Some(OAuth2ClientCredentials {
+                token_url: "https:// auth.example.com/token".into(),
+                client_id: "c".into(),
+                client_secret_ref: SecretKeyRef {
+                    name: "s".into(),
+                    key: "k".into(),
+                },
+                scopes: vec![],
+                audience: None,
+            }),
+            ..AuthSpec::default()
+        });
+        let errs = validate_spec(&s);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.auth.oauth2ClientCredentials.tokenUrl");
+        assert!(errs[0].message.contains("spaces"), "{errs:?}");
+    }
+
+    #[test]
+    fn upper_bounds_of_durations_must_be_positive_too() {
+        let s: ExternalIntegrationSpec = serde_json::from_value(serde_json::json!({
+            "upstream": {"url": "https://api.example.com"},
+            "retry": {"backoff": {"max": "0s"}},
+            "circuitBreaker": {"maxOpenDuration": "0ms"}
+        }))
+        .unwrap();
+        assert_eq!(
+            fields(&s),
+            [
+                "spec.retry.backoff.max",
+                "spec.circuitBreaker.maxOpenDuration"
+            ]
+        );
     }
 }

@@ -69,7 +69,7 @@ impl Sidecar {
     pub async fn start(opts: SidecarOptions) -> Result<Self, StartError> {
         let metrics = Metrics::new();
         let loaded = opts.source.load()?;
-        let snapshot = Snapshot::build(&loaded, &metrics)?;
+        let snapshot = Snapshot::build(&loaded, &metrics, None)?;
         let live: Live = Arc::new(ArcSwap::from_pointee(snapshot));
         let names: Vec<String> = loaded.iter().map(|l| l.config.name.clone()).collect();
         if opts.first_port != 0 && usize::from(opts.first_port) + names.len() > 65_536 {
@@ -246,7 +246,7 @@ async fn reload_loop(
             count("failure");
             continue;
         }
-        match Snapshot::build(&loaded, &metrics) {
+        match Snapshot::build(&loaded, &metrics, Some(&live.load())) {
             Ok(s) => {
                 live.store(Arc::new(s));
                 count("success");

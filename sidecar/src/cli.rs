@@ -75,7 +75,7 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Requests the demo app sends.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 320)]
     pub requests: usize,
 }
 

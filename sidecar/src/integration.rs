@@ -9,14 +9,15 @@ use attache_api::{
     config::{files, Scheme},
     SidecarConfig,
 };
-use http::{uri::PathAndQuery, HeaderValue, Uri};
+use http::{uri::PathAndQuery, HeaderName, HeaderValue, Uri};
 use prometheus_client::metrics::{gauge::Gauge, histogram::Histogram};
 use rustls_pki_types::ServerName;
 
 use crate::{
     config::LoadedIntegration,
     credentials::{CredentialError, Credentials},
-    metrics::{CodeLabels, Metrics, ResultLabels},
+    metrics::{ActionLabels, CodeLabels, Metrics, ReasonLabels, ResultLabels},
+    resilience::Policies,
     upstream::{
         tls::{self, TlsMaterial, TlsSetupError},
         Connector, UpstreamClient,
@@ -46,6 +47,9 @@ pub struct Integration {
     authority: http::uri::Authority,
     pub client: UpstreamClient,
     pub credentials: Credentials,
+    pub policies: Arc<Policies>,
+    /// The header carrying the idempotency key (`retry.idempotencyKey.header`).
+    pub idempotency_header: HeaderName,
     pub metrics: Metrics,
     pub inflight: Gauge,
     pub duration: Histogram,
@@ -53,7 +57,13 @@ pub struct Integration {
 }
 
 impl Integration {
-    pub fn build(loaded: &LoadedIntegration, metrics: &Metrics) -> Result<Self, BuildError> {
+    /// Builds an integration; `previous` (the one being replaced on reload) lends its policy
+    /// state when the policy config is unchanged.
+    pub fn build(
+        loaded: &LoadedIntegration,
+        metrics: &Metrics,
+        previous: Option<&Integration>,
+    ) -> Result<Self, BuildError> {
         let config = loaded.config.clone();
         let name = config.name.clone();
         let up = &config.upstream;
@@ -101,7 +111,15 @@ impl Integration {
             Scheme::Http => http::uri::Scheme::HTTP,
             Scheme::Https => http::uri::Scheme::HTTPS,
         };
+        let idempotency_header = HeaderName::try_from(config.retry.idempotency_header.as_str())
+            .map_err(|_| bad("retry.idempotencyKey.header"))?;
         let label = Metrics::label(&name);
+        let circuit_gauge = metrics.circuit_state.get_or_create(&label).clone();
+        let policies = match previous {
+            Some(p) if p.policies.built_from(&config) => p.policies.clone(),
+            _ => Arc::new(Policies::new(&config, circuit_gauge.clone())),
+        };
+        circuit_gauge.set(policies.breaker.state() as i64);
         let inflight = metrics.inflight.get_or_create(&label).clone();
         let duration = metrics.request_duration.get_or_create(&label).clone();
         if let Some(t) = loaded.client_certificate_not_after {
@@ -114,6 +132,8 @@ impl Integration {
             authority,
             client,
             credentials,
+            policies,
+            idempotency_header,
             metrics: metrics.clone(),
             inflight,
             duration,
@@ -157,6 +177,33 @@ impl Integration {
             .inc();
     }
 
+    pub fn count_retry(&self, reason: &str) {
+        self.metrics
+            .retries
+            .get_or_create(&ReasonLabels {
+                integration: self.name.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_rate_limited(&self, action: &str) {
+        self.metrics
+            .rate_limited
+            .get_or_create(&ActionLabels {
+                integration: self.name.clone(),
+                action: action.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_throttled(&self) {
+        self.metrics
+            .upstream_throttled
+            .get_or_create(&Metrics::label(&self.name))
+            .inc();
+    }
+
     pub fn count_attempt(&self, result: &str) {
         self.metrics
             .upstream_attempts
@@ -184,10 +231,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(loaded: &[LoadedIntegration], metrics: &Metrics) -> Result<Self, BuildError> {
+    pub fn build(
+        loaded: &[LoadedIntegration],
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, BuildError> {
         let integrations = loaded
             .iter()
-            .map(|l| Integration::build(l, metrics).map(Arc::new))
+            .map(|l| {
+                let prev = previous.and_then(|p| p.by_name(&l.config.name));
+                Integration::build(l, metrics, prev.map(|a| a.as_ref())).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { integrations })
     }

@@ -3,7 +3,7 @@
 //!
 //! Map: `config/` (where configs come from, reload), `integration` (one integration ready to
 //! serve), `proxy/` (listeners, routing, the request path, error responses), `upstream/`
-//! (connections to the third party), `credentials/`, `metrics`, `admin`, `app` (start/stop),
+//! (connections to the third party), `credentials/`, `resilience/` (breaker, limits, retries), `metrics`, `admin`, `app` (start/stop),
 //! `demo/`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -18,6 +18,7 @@ pub mod demo;
 pub mod integration;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod upstream;
 
 /// Installs ring as rustls' process-wide crypto provider (idempotent).

@@ -73,9 +73,9 @@ async fn wait_for_signal() {
 }
 
 fn init_logging(cli: &Cli) {
-    // The demo prints its own report; its sidecar only logs when something is wrong.
+    // The demo prints its own report (breaker trips included); its sidecar logs only errors.
     let level = match (&cli.command, cli.log.log_level.as_str()) {
-        (Command::Demo(_), "info") => "warn",
+        (Command::Demo(_), "info") => "error",
         (_, l) => l,
     };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));

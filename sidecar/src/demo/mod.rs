@@ -29,7 +29,10 @@ use crate::{
 /// The manifest the demo serves, shipped in examples/ so users can read it.
 const DEMO_MANIFEST: &str = include_str!("../../../examples/demo.yaml");
 const DEMO_API_KEY: &str = "sk_demo_4f9c2e7a1b";
-const CONCURRENCY: usize = 8;
+/// The app's request rate: fast enough to show limits, slow enough to outlast the outage.
+const RATE_PER_SECOND: u64 = 80;
+/// Requests the app keeps in flight at most.
+const CONCURRENCY: usize = 32;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -102,17 +105,26 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
 
     // 2. Through the sidecar: plain HTTP on localhost, no credentials in the app.
     println!(
-        "2. {} payment requests through the sidecar ({CONCURRENCY} at a time, app sends no credentials)...",
+        "2. {} payment requests through the sidecar at {RATE_PER_SECOND}/s (the app sends no credentials;\n   \
+         the third party fails now and then, throttles once and has an outage at 2.5-2.9 s)...",
         args.requests
     );
     let outcome = drive(addr, args.requests).await;
+    let trips = sidecar
+        .live
+        .load()
+        .by_name(&name)
+        .map_or(0, |i| i.policies.breaker.times_opened());
 
     let s = &third_party.stats;
-    let (keys_seen, retried_keys) = {
+    let (keys_seen, retried_keys, duplicate_charges) = {
         let keys = s.keys.lock().expect("not poisoned");
-        (keys.len(), keys.values().filter(|n| **n > 1).count())
+        (
+            keys.len(),
+            keys.values().filter(|(seen, _)| *seen > 1).count(),
+            keys.values().filter(|(_, charged)| *charged > 1).count(),
+        )
     };
-    let duplicate_charges = 0; // every retried POST reused its key: the provider deduplicates.
     println!("\nWhat the app saw:");
     for (status, n) in &outcome.statuses {
         println!("  {status:<28} {n:>5}");
@@ -144,8 +156,52 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         "  TLS handshakes rejected      {:>5}",
         s.handshakes_rejected.load(Ordering::Relaxed)
     );
-    println!("  idempotency keys seen        {:>5} ({retried_keys} retried, {duplicate_charges} double charges)", keys_seen);
+    println!("  payments (idempotency keys)  {keys_seen:>5} ({retried_keys} retried, {duplicate_charges} charged twice)");
 
+    let total = outcome.requests.len();
+    let ok = outcome
+        .requests
+        .iter()
+        .filter(|r| r.label.starts_with('2'))
+        .count();
+    let fast: Vec<f64> = outcome
+        .requests
+        .iter()
+        .filter(|r| r.label.contains("circuit_open"))
+        .map(|r| r.ms)
+        .collect();
+    // Requests that started outside the outage and its recovery (up to 1 s after it ends).
+    let outside: Vec<&Sent> = outcome
+        .requests
+        .iter()
+        .filter(|r| {
+            r.started < upstream::OUTAGE.start
+                || r.started > upstream::OUTAGE.end + Duration::from_secs(1)
+        })
+        .collect();
+    let outside_failed = outside.iter().filter(|r| !r.label.starts_with('2')).count();
+    println!("\nIn short:");
+    println!(
+        "  {ok} of {total} payments succeeded. Outside the outage window, {} of {} succeeded although\n  \
+         the third party answered {} errors and {} throttle: retries absorbed them, reusing one\n  \
+         idempotency key per payment, so {duplicate_charges} payment(s) were charged twice.",
+        outside.len() - outside_failed,
+        outside.len(),
+        s.failures_served.load(Ordering::Relaxed),
+        s.throttles_served.load(Ordering::Relaxed),
+    );
+    println!(
+        "  In the {:.1} s outage the circuit opened {trips} time(s): {} request(s) failed fast (median\n  \
+         {:.2} ms) with 503 circuit_open instead of piling onto a failing service, and a probe\n  \
+         closed the circuit once the service recovered.",
+        (upstream::OUTAGE.end - upstream::OUTAGE.start).as_secs_f64(),
+        fast.len(),
+        percentile(&fast, 50.0),
+    );
+    println!(
+        "  The one 429 (Retry-After: 1) paused the whole integration for 1 s (queued, not failed)\n  \
+         instead of every request discovering the throttle on its own."
+    );
     println!("\nWhat the sidecar did (from its /metrics):");
     for line in metric_summary(&sidecar) {
         println!("  {line}");
@@ -205,80 +261,95 @@ fn short(s: &str) -> String {
     s.chars().take(90).collect()
 }
 
+/// One request the demo app sent.
+struct Sent {
+    label: String,
+    ms: f64,
+    /// When it was sent, from the first request on.
+    started: Duration,
+}
+
 struct Outcome {
     statuses: BTreeMap<String, usize>,
-    latencies_ms: Vec<f64>,
+    requests: Vec<Sent>,
     transport_errors: usize,
 }
 
 impl Outcome {
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
-        }
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[idx.min(v.len() - 1)]
+        let v: Vec<f64> = self.requests.iter().map(|r| r.ms).collect();
+        percentile(&v, p)
     }
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[idx.min(v.len() - 1)]
 }
 
 async fn drive(addr: SocketAddr, total: usize) -> Outcome {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (client, next) = (client.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut results = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let body = format!(r#"{{"amount": {}, "currency": "eur"}}"#, 100 + i);
-                let req = http::Request::post(format!("http://{addr}/charges"))
-                    .header("content-type", "application/json")
-                    // A stale key left in the app: the sidecar replaces it.
-                    .header("authorization", "Bearer sk_stale_from_app")
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("valid request");
-                let t = Instant::now();
-                let r = client.request(req).await;
-                let label = match r {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let err = resp
-                            .headers()
-                            .get("x-attache-error")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        let _ = resp.into_body().collect().await;
-                        match err {
-                            Some(code) => format!("{status} {code} (sidecar)"),
-                            None => format!("{status} from upstream"),
-                        }
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));
+    let mut tasks = Vec::with_capacity(total);
+    let first = Instant::now();
+    for i in 0..total {
+        tick.tick().await;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let _slot = slot;
+            let body = format!(r#"{{"amount": {}, "currency": "eur"}}"#, 100 + i);
+            let req = http::Request::post(format!("http://{addr}/charges"))
+                .header("content-type", "application/json")
+                // A stale key left in the app: the sidecar replaces it.
+                .header("authorization", "Bearer sk_stale_from_app")
+                .body(Full::new(Bytes::from(body)))
+                .expect("valid request");
+            let t = Instant::now();
+            let started = t - first;
+            let label = match client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let err = resp
+                        .headers()
+                        .get("x-attache-error")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let _ = resp.into_body().collect().await;
+                    match err {
+                        Some(code) => format!("{status} {code} (sidecar)"),
+                        None => format!("{status} from upstream"),
                     }
-                    Err(_) => "transport error".to_string(),
-                };
-                results.push((label, t.elapsed().as_secs_f64() * 1000.0));
+                }
+                Err(_) => "transport error".to_string(),
+            };
+            Sent {
+                label,
+                ms: t.elapsed().as_secs_f64() * 1000.0,
+                started,
             }
-            results
         }));
     }
     let mut out = Outcome {
         statuses: BTreeMap::new(),
-        latencies_ms: Vec::new(),
+        requests: Vec::new(),
         transport_errors: 0,
     };
-    for w in workers {
-        for (label, ms) in w.await.unwrap_or_default() {
-            if label == "transport error" {
-                out.transport_errors += 1;
-            }
-            *out.statuses.entry(label).or_default() += 1;
-            out.latencies_ms.push(ms);
+    for t in tasks {
+        let Ok(sent) = t.await else { continue };
+        if sent.label == "transport error" {
+            out.transport_errors += 1;
         }
+        *out.statuses.entry(sent.label.clone()).or_default() += 1;
+        out.requests.push(sent);
     }
     out
 }

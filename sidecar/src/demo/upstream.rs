@@ -25,6 +25,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::pki::DemoPki;
 
+/// When the third party is down, counted from its first request.
+pub const OUTAGE: std::ops::Range<Duration> =
+    Duration::from_millis(2500)..Duration::from_millis(2900);
+
 /// What the fake third party saw.
 #[derive(Default)]
 pub struct UpstreamStats {
@@ -33,8 +37,11 @@ pub struct UpstreamStats {
     pub handshakes_rejected: AtomicU64,
     pub failures_served: AtomicU64,
     pub throttles_served: AtomicU64,
-    /// Idempotency key → how many times it was seen (a retried payment shares one key).
-    pub keys: Mutex<HashMap<String, u32>>,
+    /// Idempotency key → (times seen, times charged). A retried payment shares one key; the
+    /// provider charges a key once, like real payment APIs do.
+    pub keys: Mutex<HashMap<String, (u32, u32)>>,
+    /// Set at the first request: the misbehaviour schedule runs on time since then.
+    pub started: std::sync::OnceLock<std::time::Instant>,
 }
 
 pub struct DemoUpstream {
@@ -104,18 +111,11 @@ async fn handle(
         .headers()
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| v.as_bytes() == expected.as_bytes());
-    if let Some(k) = req
+    let key = req
         .headers()
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-    {
-        *stats
-            .keys
-            .lock()
-            .expect("not poisoned")
-            .entry(k.to_string())
-            .or_default() += 1;
-    }
+        .map(str::to_string);
     let _ = req.into_body().collect().await;
     if !authorized {
         stats.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -125,9 +125,10 @@ async fn handle(
             None,
         );
     }
-    // A fixed schedule: an outage window, then scattered errors, slowness and one throttle.
-    match n {
-        120..=139 => {
+    let elapsed = stats.started.get_or_init(std::time::Instant::now).elapsed();
+    // A fixed schedule: scattered errors and slowness, one throttle, and an outage window.
+    let resp = match n {
+        _ if OUTAGE.contains(&elapsed) => {
             stats.failures_served.fetch_add(1, Ordering::Relaxed);
             reply(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -135,7 +136,7 @@ async fn handle(
                 None,
             )
         }
-        60 => {
+        30 => {
             stats.throttles_served.fetch_add(1, Ordering::Relaxed);
             reply(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -143,11 +144,11 @@ async fn handle(
                 Some("1"),
             )
         }
-        _ if n % 7 == 3 => {
+        _ if n % 20 == 7 => {
             stats.failures_served.fetch_add(1, Ordering::Relaxed);
             reply(StatusCode::BAD_GATEWAY, r#"{"error":"flaky"}"#, None)
         }
-        _ if n % 23 == 5 => {
+        _ if n % 37 == 5 => {
             tokio::time::sleep(Duration::from_millis(800)).await;
             reply(
                 StatusCode::OK,
@@ -159,7 +160,16 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(3)).await;
             reply(StatusCode::OK, r#"{"status":"succeeded"}"#, None)
         }
+    };
+    if let Some(k) = key {
+        let mut keys = stats.keys.lock().expect("not poisoned");
+        let entry = keys.entry(k).or_default();
+        entry.0 += 1;
+        if resp.status().is_success() {
+            entry.1 += 1;
+        }
     }
+    resp
 }
 
 fn reply(

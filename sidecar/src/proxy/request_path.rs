@@ -2,25 +2,50 @@
 //! party, in order, in one place.
 //!
 //! ```text
-//! app ─► check request ─► prepare (hop-by-hop, Host, URI) ─► credentials
-//!     ─► attempt (per-try timeout) ─► response hygiene + x-attache-attempts ─► app
+//! app ─► circuit open? (fail fast) ─► bulkhead ─► check + prepare (hop-by-hop, Host, URI,
+//!        idempotency key) ─► credentials ─► replay buffer
+//!     ─► attempt loop:  rate gate ─► breaker admit ─► send (per-try timeout)
+//!                       ─► breaker record ─► provider backpressure ─► retry? (rules, budget,
+//!                          Retry-After / backoff)
+//!     ─► response hygiene + x-attache-attempts ─► app
 //! ```
 //! The whole of it runs under the integration's total request timeout. Every failure is a
 //! [`SidecarError`], turned into a response by `errors::respond` and nowhere else.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
 
-use http::{header, Method, Request, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
 use super::{
     errors::{self, ErrorCode, SidecarError, ATTEMPTS_HEADER},
     headers::strip_hop_by_hop,
 };
 use crate::{
-    body::{self, Body},
+    body::{self, Body, BoxError},
     integration::Integration,
+    resilience::{
+        backoff,
+        breaker::{Admit, CircuitState},
+        ratelimit::Admitted,
+        replay::RequestBody,
+        retry::{self, AttemptOutcome, RetryAfterDecision},
+        retry_after,
+    },
+    upstream::{AttemptError, ConnectError},
 };
+
+/// Provider holds longer than this are treated as this long: a bogus header must not freeze an
+/// integration for days.
+const MAX_PROVIDER_HOLD: Duration = Duration::from_secs(600);
 
 /// Serves one request for `integration`, recording metrics; never fails.
 pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Response<Body> {
@@ -29,7 +54,9 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let total = integration.request_timeout();
-    let result = match tokio::time::timeout(total, forward(&integration, req)).await {
+    let deadline = started + total;
+    let result = match tokio::time::timeout_at(deadline, forward(&integration, req, deadline)).await
+    {
         Ok(r) => r,
         Err(_) => Err(SidecarError::new(
             ErrorCode::Timeout,
@@ -57,43 +84,320 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
     resp
 }
 
+/// The request as it goes upstream, minus the body: rebuilt for each attempt.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Prepared {
+    fn request(&self, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 async fn forward(
-    integration: &Integration,
+    ig: &Integration,
     req: Request<Incoming>,
+    deadline: Instant,
 ) -> Result<Response<Body>, SidecarError> {
+    let p = &ig.policies;
+    if let Some(wait) = p.breaker.open_for() {
+        return Err(circuit_open(wait));
+    }
+    let permit = p.bulkhead.acquire().await.map_err(|f| {
+        SidecarError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{} requests already in flight (concurrency.maxInFlight)",
+                f.max_in_flight
+            ),
+        )
+    })?;
+
     let (mut parts, incoming) = req.into_parts();
     check(&parts)?;
     strip_hop_by_hop(&mut parts.headers);
-    parts.uri = integration
+    let uri = ig
         .upstream_uri(parts.uri.path_and_query())
         .map_err(|e| SidecarError::new(ErrorCode::BadRequest, format!("request path: {e}")))?;
-    parts
-        .headers
-        .insert(header::HOST, integration.host_header.clone());
-    parts.version = http::Version::HTTP_11;
-    integration.credentials.apply(&mut parts).await?;
-    let req = Request::from_parts(parts, body::boxed(incoming));
-    let attempts = 1u32;
-    let per_try = integration.per_try_timeout();
-    let resp = match tokio::time::timeout(per_try, integration.client.request(req)).await {
-        Err(_) => {
-            integration.count_attempt("timeout");
-            return Err(SidecarError::new(
-                ErrorCode::Timeout,
-                format!("upstream sent no response within the per-try timeout ({per_try:?})"),
-            ));
-        }
-        Ok(Err(e)) => {
-            integration.count_attempt(e.metric_result());
-            return Err(SidecarError::new(e.code(), e.to_string()));
-        }
-        Ok(Ok(resp)) => resp,
+    parts.uri = uri;
+    parts.headers.insert(header::HOST, ig.host_header.clone());
+    let cfg = &ig.config.retry;
+    let mut has_key = parts.headers.contains_key(&ig.idempotency_header);
+    if !has_key
+        && cfg.generate_idempotency_key
+        && (parts.method == Method::POST || parts.method == Method::PATCH)
+    {
+        let key = uuid::Uuid::new_v4().to_string();
+        parts.headers.insert(
+            ig.idempotency_header.clone(),
+            HeaderValue::try_from(key).expect("a UUID is a valid header value"),
+        );
+        has_key = true;
+    }
+    let resend_safe = retry::safe_to_resend(&parts.method, has_key);
+    ig.credentials.apply(&mut parts).await?;
+    let prepared = Prepared {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
     };
-    integration.count_attempt(status_class(resp.status()));
+    let mut body = RequestBody::prepare(body::boxed(incoming), cfg.replay_buffer_bytes)
+        .await
+        .map_err(|e| {
+            SidecarError::new(
+                ErrorCode::BadRequest,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+    p.budget.deposit();
+
+    let max_attempts = cfg.max_attempts.max(1);
+    let mut attempt = 0u32;
+    let mut last: Option<Response<Incoming>> = None;
+    loop {
+        attempt += 1;
+        // Retries pass the gate too: the third party counts them.
+        match p.gate.acquire().await {
+            Ok(Admitted::Immediately) => {}
+            Ok(Admitted::AfterQueueing(waited)) => {
+                ig.count_rate_limited("queued");
+                tracing::debug!(integration = %ig.name, waited_ms = waited.as_millis() as u64, "rate limit: queued");
+            }
+            Err(l) => {
+                ig.count_rate_limited(l.action);
+                if let Some(resp) = last {
+                    return Ok(finish(resp, attempt - 1, permit));
+                }
+                let why = match l.cause {
+                    "provider" => {
+                        "the third party asked us to slow down (Retry-After / X-RateLimit)"
+                    }
+                    _ => "the integration's rate limit is reached",
+                };
+                return Err(
+                    SidecarError::new(ErrorCode::RateLimited, why).with_retry_after(l.retry_after)
+                );
+            }
+        }
+        let admit = match p.breaker.admit() {
+            Ok(a) => a,
+            Err(r) => {
+                if let Some(resp) = last {
+                    return Ok(finish(resp, attempt - 1, permit));
+                }
+                return Err(circuit_open(r.retry_after));
+            }
+        };
+        let Some(attempt_body) = body.for_attempt() else {
+            // Unreachable by construction (streamed bodies are never retried); be safe.
+            if admit == Admit::Probe {
+                p.breaker.release_probe();
+            }
+            return match last {
+                Some(resp) => Ok(finish(resp, attempt - 1, permit)),
+                None => Err(SidecarError::new(
+                    ErrorCode::BadRequest,
+                    "request body already sent",
+                )),
+            };
+        };
+        drop(last.take());
+        let per_try = ig.per_try_timeout();
+        let sent =
+            tokio::time::timeout(per_try, ig.client.request(prepared.request(attempt_body))).await;
+        let (outcome, label, result) = match sent {
+            Err(_) => (
+                AttemptOutcome::Timeout,
+                "timeout",
+                Err(SidecarError::new(
+                    ErrorCode::Timeout,
+                    format!("upstream sent no response within the per-try timeout ({per_try:?})"),
+                )),
+            ),
+            Ok(Err(e)) => (
+                attempt_outcome(&e),
+                e.metric_result(),
+                Err(SidecarError::new(e.code(), e.to_string())),
+            ),
+            Ok(Ok(resp)) => (
+                AttemptOutcome::Status(resp.status()),
+                status_class(resp.status()),
+                Ok(resp),
+            ),
+        };
+        ig.count_attempt(label);
+        if let Some(state) = p.breaker.record(admit, outcome.is_failure()) {
+            match state {
+                CircuitState::Open => tracing::warn!(integration = %ig.name, "circuit opened"),
+                CircuitState::Closed => tracing::info!(integration = %ig.name, "circuit closed"),
+                CircuitState::HalfOpen => {}
+            }
+        }
+        let now = SystemTime::now();
+        let ra = match &result {
+            Ok(resp) => {
+                observe_backpressure(ig, resp.status(), resp.headers(), now);
+                retry_after::retry_after(resp.headers(), now)
+            }
+            Err(_) => None,
+        };
+
+        let replayable = body.replayable();
+        let reason = retry::retry_reason(cfg, outcome, resend_safe).filter(|_| replayable);
+        let Some(reason) = reason.filter(|_| attempt < max_attempts) else {
+            return match result {
+                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Err(e) => Err(after_attempts(e, attempt)),
+            };
+        };
+        let delay = match (&result, retry::retry_after_decision(cfg, ra)) {
+            (Ok(_), RetryAfterDecision::Wait(d)) => d,
+            (Ok(resp), RetryAfterDecision::GiveUp) => {
+                tracing::debug!(integration = %ig.name, status = resp.status().as_u16(),
+                    "Retry-After is above maxRetryAfter: returning the response as it is");
+                return result.map(|r| finish(r, attempt, permit));
+            }
+            _ => backoff::delay(
+                attempt,
+                cfg.backoff_base.as_duration(),
+                cfg.backoff_max.as_duration(),
+                &mut rand::rng(),
+            ),
+        };
+        if Instant::now() + delay >= deadline {
+            tracing::debug!(integration = %ig.name, "no time left for another attempt");
+            return match result {
+                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Err(e) => Err(after_attempts(e, attempt)),
+            };
+        }
+        if !p.budget.try_withdraw() {
+            ig.count_retry("budget_exhausted");
+            tracing::debug!(integration = %ig.name, "retry budget exhausted: not retrying");
+            return match result {
+                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Err(e) => Err(after_attempts(e, attempt)),
+            };
+        }
+        ig.count_retry(&reason.label());
+        tracing::debug!(integration = %ig.name, attempt, reason = %reason.label(),
+            delay_ms = delay.as_millis() as u64, "retrying");
+        last = result.ok();
+        // Keep the response until the next attempt is sent: if that one is refused by the
+        // gate or breaker, this is what the app gets.
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Reads the provider's throttling signals and pauses the integration accordingly.
+fn observe_backpressure(
+    ig: &Integration,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        ig.count_throttled();
+    }
+    let hold = match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            retry_after::retry_after(headers, now)
+        }
+        _ => None,
+    }
+    .or_else(|| retry_after::rate_limit_exhausted(headers, now));
+    if let Some(d) = hold.filter(|d| !d.is_zero()) {
+        if ig.policies.gate.hold_for(d.min(MAX_PROVIDER_HOLD)) {
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                ig.count_throttled();
+            }
+            tracing::info!(integration = %ig.name, hold_ms = d.as_millis() as u64,
+                status = status.as_u16(), "provider backpressure: holding new requests");
+        }
+    }
+}
+
+fn attempt_outcome(e: &AttemptError) -> AttemptOutcome {
+    match e {
+        AttemptError::Connect(ConnectError::Tls { source, .. }) => match source.kind() {
+            // The connection broke during the handshake: a network failure, not a refusal.
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::BrokenPipe => AttemptOutcome::ConnectFailure,
+            _ => AttemptOutcome::TlsFailure,
+        },
+        AttemptError::Connect(ConnectError::Insecure(_) | ConnectError::InvalidUri(_)) => {
+            AttemptOutcome::TlsFailure
+        }
+        AttemptError::Connect(_) => AttemptOutcome::ConnectFailure,
+        AttemptError::Tls(_) => AttemptOutcome::TlsFailure,
+        AttemptError::Reset(_) | AttemptError::Other(_) => AttemptOutcome::Reset,
+    }
+}
+
+fn after_attempts(mut e: SidecarError, attempts: u32) -> SidecarError {
+    if attempts > 1 {
+        e.message = format!("{} (after {attempts} attempts)", e.message);
+    }
+    e
+}
+
+fn circuit_open(wait: Duration) -> SidecarError {
+    SidecarError::new(
+        ErrorCode::CircuitOpen,
+        "the circuit breaker is open after repeated upstream failures",
+    )
+    .with_retry_after(wait)
+}
+
+/// The upstream's response as the app gets it.
+fn finish(resp: Response<Incoming>, attempts: u32, permit: OwnedSemaphorePermit) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(ATTEMPTS_HEADER, attempts.into());
-    Ok(Response::from_parts(parts, body::boxed(incoming)))
+    Response::from_parts(
+        parts,
+        body::boxed(WithPermit {
+            inner: incoming,
+            _permit: permit,
+        }),
+    )
+}
+
+/// Keeps the bulkhead slot until the response body is done.
+struct WithPermit {
+    inner: Incoming,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HttpBody for WithPermit {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Refuses what the sidecar cannot forward faithfully.
@@ -115,7 +419,7 @@ fn check(parts: &http::request::Parts) -> Result<(), SidecarError> {
 }
 
 /// `2xx`, `4xx`, ... for the attempts metric.
-pub fn status_class(s: http::StatusCode) -> &'static str {
+pub fn status_class(s: StatusCode) -> &'static str {
     match s.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

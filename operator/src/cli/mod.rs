@@ -1,0 +1,238 @@
+//! The command line: argument definitions and what each subcommand does with them.
+//!
+//! [`execute`] writes to the streams it is given and returns a [`Status`], so the commands are
+//! tested in-process as well as through the binary.
+
+use std::{
+    io::{self, Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use attache_api::RenderOptions;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    crd::{self, CrdError},
+    manifests::{self, Inputs},
+    render::{self, write::WriteError, DirSecretSource},
+    validate,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "attache-operator",
+    version,
+    about = "Attaché operator: turns ExternalIntegrations into sidecar config, injects the sidecar",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller and the admission webhook (not implemented yet).
+    Run,
+    /// Print the ExternalIntegration CRD as YAML (the bytes of crds/externalintegrations.attache.dev.yaml).
+    Crd,
+    /// Check manifests as the cluster would at `kubectl apply`, without a cluster.
+    ///
+    /// Every ExternalIntegration in the inputs is checked against the CRD's schema (unknown
+    /// fields, types, required fields, ranges) and its validation rules. Prints one OK line per
+    /// valid integration; otherwise one line per problem, naming file, resource and field, and
+    /// exits with status 1. Documents of other kinds are skipped.
+    Validate(ValidateArgs),
+    /// Write, per integration, exactly the files its ConfigMap and Secret would hold.
+    ///
+    /// Writes OUT/NAME/config.json (the ConfigMap) and the Secret's files (mode 0600), the
+    /// layout `attache-sidecar run --config-dir OUT` serves. Kubernetes objects are stood in
+    /// for by files: key KEY of Secret NAME is DIR/NAME/KEY (a kubernetes.io/tls Secret is
+    /// DIR/NAME/tls.crt and DIR/NAME/tls.key), and a CA bundle from a ConfigMap
+    /// (tls.caBundleRef.kind: ConfigMap) is read from DIR/NAME/KEY as well. Nothing is written
+    /// unless every integration renders.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Manifest files (YAML or JSON, several documents each), directories of them, or - for
+    /// standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Directory standing in for the namespace's Secrets and ConfigMaps: DIR/NAME/KEY.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: PathBuf,
+    /// Where to write: one folder per integration, OUT/NAME/.
+    #[arg(long, value_name = "OUT")]
+    pub out: PathBuf,
+    /// Pods sharing the integration: a `rateLimit.scope: shared` limit is divided by it.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pods: u32,
+}
+
+/// How a command ended; becomes the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Exit 0.
+    Success,
+    /// Exit 1: the inputs are invalid or could not be rendered; the reasons were printed.
+    Failure,
+    /// Exit 2: the command exists but does not work yet.
+    NotImplemented,
+}
+
+/// What stops a command other than bad inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Crd(#[from] CrdError),
+    #[error("cannot print: {0}")]
+    Output(#[from] io::Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("--secrets-dir {}: {reason}", path.display())]
+    SecretsDir { path: PathBuf, reason: String },
+}
+
+/// The standard streams a command uses.
+pub struct Streams<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+// === impl Status ===
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Success => ExitCode::SUCCESS,
+            Status::Failure => ExitCode::from(1),
+            Status::NotImplemented => ExitCode::from(2),
+        }
+    }
+}
+
+/// Runs one command.
+pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
+    match cli.command {
+        Command::Run => {
+            writeln!(
+                io.stderr,
+                "attache-operator run: not implemented yet: the controller lands in issue 4's next step"
+            )?;
+            Ok(Status::NotImplemented)
+        }
+        Command::Crd => {
+            io.stdout.write_all(crd::crd_yaml()?.as_bytes())?;
+            Ok(Status::Success)
+        }
+        Command::Validate(args) => validate_cmd(&args, io),
+        Command::Render(args) => render_cmd(&args, io),
+    }
+}
+
+fn validate_cmd(args: &ValidateArgs, io: Streams<'_>) -> Result<Status, Error> {
+    let inputs = manifests::read_inputs(&args.input.files, io.stdin);
+    let report = validate::check_inputs(&inputs);
+    let mut ok = report_input_errors(&inputs, io.stderr)?;
+    for c in &report.checked {
+        match &c.outcome {
+            Ok(_) => writeln!(io.stdout, "{}: OK", c.subject())?,
+            Err(errs) => {
+                ok = false;
+                for e in errs {
+                    writeln!(io.stderr, "{}: {e}", c.subject())?;
+                }
+            }
+        }
+    }
+    if report.checked.is_empty() && inputs.errors.is_empty() {
+        writeln!(
+            io.stderr,
+            "no ExternalIntegration ({}) in the inputs ({} other documents skipped)",
+            validate::API_VERSION,
+            report.skipped
+        )?;
+        ok = false;
+    }
+    Ok(if ok { Status::Success } else { Status::Failure })
+}
+
+fn render_cmd(args: &RenderArgs, io: Streams<'_>) -> Result<Status, Error> {
+    if !args.secrets_dir.is_dir() {
+        return Err(Error::SecretsDir {
+            path: args.secrets_dir.clone(),
+            reason: "not a directory".into(),
+        });
+    }
+    let inputs = manifests::read_inputs(&args.input.files, io.stdin);
+    let report = validate::check_inputs(&inputs);
+    let inputs_ok = report_input_errors(&inputs, io.stderr)?;
+    let problems = report.problems();
+    for p in &problems {
+        writeln!(io.stderr, "{p}")?;
+    }
+    if !inputs_ok || !problems.is_empty() {
+        writeln!(io.stderr, "nothing written: fix the manifests first")?;
+        return Ok(Status::Failure);
+    }
+    let source = DirSecretSource::new(&args.secrets_dir);
+    let opts = RenderOptions {
+        pods_sharing: args.pods,
+    };
+    let outputs = match render::render_all(&report, &source, opts) {
+        Ok(outputs) => outputs,
+        Err(failures) => {
+            for f in &failures {
+                writeln!(io.stderr, "{f}")?;
+            }
+            writeln!(io.stderr, "nothing written")?;
+            return Ok(Status::Failure);
+        }
+    };
+    if outputs.is_empty() {
+        writeln!(
+            io.stderr,
+            "no ExternalIntegration in the inputs: nothing to render"
+        )?;
+        return Ok(Status::Failure);
+    }
+    for o in &outputs {
+        let files = render::write::write_integration(&args.out, o)?;
+        let dir = args.out.join(&o.name);
+        writeln!(
+            io.stdout,
+            "{}: wrote {} ({})",
+            o.subject,
+            dir.display(),
+            files.join(", ")
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// Prints the inputs that could not be read; true when there were none.
+fn report_input_errors(inputs: &Inputs, stderr: &mut dyn Write) -> io::Result<bool> {
+    for e in &inputs.errors {
+        writeln!(stderr, "{e}")?;
+    }
+    Ok(inputs.errors.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

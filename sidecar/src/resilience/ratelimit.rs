@@ -1,0 +1,196 @@
+//! The integration's rate limit and the provider's backpressure, in one admission gate.
+//!
+//! - The limit itself is GCRA (`governor`), at this pod's share of the integration's rate.
+//! - A provider that says it is throttling (429/503 with `Retry-After`, or
+//!   `X-RateLimit-Remaining: 0`) *holds* the gate until the time it gave, so one response
+//!   pauses the whole integration instead of every request learning it separately.
+//! - When the gate is shut, requests either queue (FIFO, up to `maxQueueWait`) or are rejected
+//!   at once with the time to wait.
+//!
+//! governor's clock is driven from tokio's clock so paused-time tests control it.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use attache_api::{config::RateLimitConfig, spec::OnLimit};
+use governor::{
+    clock::Clock, middleware::NoOpMiddleware, state::InMemoryState, state::NotKeyed, Quota,
+};
+use tokio::time::Instant;
+
+type Gcra =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// governor's clock, read from tokio (so `tokio::time::pause` applies).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// Why a request could not be admitted, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Duration,
+    /// `rejected` (onLimit: reject) or `timed_out` (queued past maxQueueWait).
+    pub action: &'static str,
+    /// `rate_limit` or `provider` (a backpressure hold).
+    pub cause: &'static str,
+}
+
+/// How a request got through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Immediately,
+    AfterQueueing(Duration),
+}
+
+pub struct RateGate {
+    gcra: Option<Gcra>,
+    on_limit: OnLimit,
+    max_wait: Duration,
+    hold_until: Mutex<Option<Instant>>,
+    /// FIFO: tokio's mutex queues waiters in arrival order.
+    queue: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
+}
+
+impl RateGate {
+    /// `limit: None` means no rate limit, only provider holds (which then queue up to
+    /// `max_wait`).
+    pub fn new(limit: Option<&RateLimitConfig>, default_wait: Duration) -> Self {
+        let gcra = limit.and_then(|l| {
+            let quota = Quota::with_period(l.pod_interval())?
+                .allow_burst(NonZeroU32::new(l.burst.max(1)).expect("burst >= 1"));
+            Some(Gcra::direct_with_clock(quota, TokioClock))
+        });
+        Self {
+            gcra,
+            on_limit: limit.map_or(OnLimit::Queue, |l| l.on_limit),
+            max_wait: limit.map_or(default_wait, |l| l.max_queue_wait.as_duration()),
+            hold_until: Mutex::new(None),
+            queue: tokio::sync::Mutex::new(()),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pauses the whole integration for `d` (provider backpressure). Returns true if this
+    /// extended the current hold.
+    pub fn hold_for(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let mut h = self.hold_until.lock().expect("hold lock");
+        match *h {
+            Some(cur) if cur >= until => false,
+            _ => {
+                *h = Some(until);
+                true
+            }
+        }
+    }
+
+    fn hold_remaining(&self, now: Instant) -> Option<Duration> {
+        let h = self.hold_until.lock().expect("hold lock");
+        h.filter(|u| *u > now).map(|u| u - now)
+    }
+
+    /// Time until the limiter would admit one more request, or None if it admitted it now.
+    fn try_take(&self) -> Option<Duration> {
+        let gcra = self.gcra.as_ref()?;
+        match gcra.check() {
+            Ok(()) => None,
+            Err(not_until) => Some(not_until.wait_time_from(TokioClock.now())),
+        }
+    }
+
+    /// Waits for (or refuses) permission to send one attempt.
+    pub async fn acquire(&self) -> Result<Admitted, Limited> {
+        let now = Instant::now();
+        if self.queued.load(Ordering::Acquire) == 0 && self.hold_remaining(now).is_none() {
+            match self.try_take() {
+                None => return Ok(Admitted::Immediately),
+                Some(wait) if self.on_limit == OnLimit::Reject => {
+                    return Err(Limited {
+                        retry_after: wait,
+                        action: "rejected",
+                        cause: "rate_limit",
+                    })
+                }
+                Some(_) => {}
+            }
+        } else if self.on_limit == OnLimit::Reject {
+            if let Some(hold) = self.hold_remaining(now) {
+                return Err(Limited {
+                    retry_after: hold,
+                    action: "rejected",
+                    cause: "provider",
+                });
+            }
+            if let Some(wait) = self.try_take() {
+                return Err(Limited {
+                    retry_after: wait,
+                    action: "rejected",
+                    cause: "rate_limit",
+                });
+            }
+            return Ok(Admitted::Immediately);
+        }
+        self.queue_for_turn(now).await
+    }
+
+    async fn queue_for_turn(&self, started: Instant) -> Result<Admitted, Limited> {
+        let deadline = started + self.max_wait;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _dequeue = Dequeue(&self.queued);
+        let timed_out = |cause, retry_after| Limited {
+            retry_after,
+            action: "timed_out",
+            cause,
+        };
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
+            return Err(timed_out(
+                "rate_limit",
+                self.max_wait.max(Duration::from_secs(1)),
+            ));
+        };
+        loop {
+            let now = Instant::now();
+            if let Some(hold) = self.hold_remaining(now) {
+                if now + hold > deadline {
+                    return Err(timed_out("provider", hold));
+                }
+                tokio::time::sleep(hold).await;
+                continue;
+            }
+            match self.try_take() {
+                None => return Ok(Admitted::AfterQueueing(started.elapsed())),
+                Some(wait) if now + wait > deadline => {
+                    return Err(timed_out("rate_limit", wait));
+                }
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+struct Dequeue<'a>(&'a AtomicUsize);
+
+impl Drop for Dequeue<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[path = "ratelimit_tests.rs"]
+mod tests;
