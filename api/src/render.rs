@@ -530,9 +530,11 @@ fn concurrency_config(spec: &ExternalIntegrationSpec) -> ConcurrencyConfig {
             .as_ref()
             .and_then(|c| c.max_in_flight)
             .unwrap_or(d::MAX_IN_FLIGHT),
-        on_limit: rl
-            .and_then(|r| r.on_limit)
-            .unwrap_or(config::default_concurrency_on_limit()),
+        // With a rate limit the bulkhead follows its onLimit (default queue); without one a
+        // full bulkhead rejects at once.
+        on_limit: rl.map_or(config::default_concurrency_on_limit(), |r| {
+            r.on_limit.unwrap_or(d::ON_LIMIT)
+        }),
         max_queue_wait: rl
             .and_then(|r| r.max_queue_wait)
             .unwrap_or(d::MAX_QUEUE_WAIT),

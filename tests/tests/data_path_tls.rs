@@ -1,0 +1,256 @@
+//! TLS origination by the real `attache-sidecar` binary: the app speaks plain HTTP on localhost,
+//! the sidecar speaks verified TLS (or mTLS) to an upstream whose certificate comes from a
+//! throwaway rcgen CA given as `tls.caBundleRef`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use attache_tests::{ca_bundle_ref, xint, Action, LocalSetup, Response, TestCa, Upstream};
+use bytes::Bytes;
+use http::Request;
+use serde_json::json;
+
+fn assert_sidecar_error(resp: &Response, status: u16, code: &str, integration: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.header("x-attache-error"), Some(code), "{resp:?}");
+    let body = resp.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["integration"], integration, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn tls_is_originated_to_an_upstream_trusted_through_ca_bundle_ref() {
+    let ca = TestCa::new("private ca");
+    let up = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .default_action(Action::echo())
+        .start()
+        .await;
+    let mut setup = LocalSetup::trusting(&ca);
+    // The same CA also as a ConfigMap (`kind: ConfigMap`), which local mode reads from the
+    // same folder.
+    setup.secret("ca-configmap", "bundle.pem", &ca.cert_pem);
+    setup.manifest(&[
+        xint(
+            "by-configmap",
+            json!({
+                "upstream": {"url": format!("{}/cm", up.url())},
+                "tls": {"caBundleRef": {"kind": "ConfigMap", "name": "ca-configmap", "key": "bundle.pem"}},
+            }),
+        ),
+        xint(
+            "by-secret",
+            json!({
+                "upstream": {"url": format!("{}/v1", up.url())},
+                "tls": {"caBundleRef": ca_bundle_ref(), "minVersion": "1.2"},
+            }),
+        ),
+    ]);
+    let sidecar = setup.start().await;
+
+    let req = Request::post(format!("{}/charges?amount=5", sidecar.url(1)))
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "connection-scoped")
+        .header("x-app-header", "kept")
+        .body(Bytes::from_static(br#"{"amount":5}"#))
+        .unwrap();
+    let resp = attache_tests::send(req).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-attache-attempts"), Some("1"));
+    assert!(resp.header("x-attache-error").is_none());
+    let echo = resp.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path_and_query"], "/v1/charges?amount=5");
+    assert_eq!(echo["body"], r#"{"amount":5}"#);
+    assert_eq!(
+        echo["headers"]["host"],
+        format!("localhost:{}", up.addr().port()),
+        "Host is the upstream's, not the sidecar's: {echo}"
+    );
+    assert_eq!(echo["headers"]["x-app-header"], "kept");
+    assert!(
+        echo["headers"].get("x-hop").is_none(),
+        "a header named by Connection is hop-by-hop: {echo}"
+    );
+    assert_eq!(echo["client_cert_cn"], serde_json::Value::Null);
+
+    let resp = attache_tests::get(&format!("{}/ping", sidecar.url(0)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["path_and_query"], "/cm/ping");
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_from_an_untrusted_ca_is_upstream_tls() {
+    let trusted = TestCa::new("the ca we trust");
+    let impostor = TestCa::new("someone else's ca");
+    let up = Upstream::builder()
+        .tls(impostor.localhost_cert())
+        .default_action(Action::echo())
+        .start()
+        .await;
+    let mut setup = LocalSetup::trusting(&trusted);
+    setup.manifest(&[xint(
+        "strict",
+        json!({
+            "upstream": {"url": up.url()},
+            "tls": {"caBundleRef": ca_bundle_ref()},
+        }),
+    )]);
+    let sidecar = setup.start().await;
+
+    let resp = attache_tests::get(&format!("{}/secret-data", sidecar.url(0)))
+        .await
+        .unwrap();
+    assert_sidecar_error(&resp, 502, "upstream_tls", "strict");
+    assert_eq!(up.count(), 0, "no request may reach an unverified upstream");
+    // The upstream notices the aborted handshake on its own schedule: poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.handshake_failures() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream saw no aborted handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The upstream negotiates TLS 1.3 and (unless `http1_only`) HTTP/2, as most real APIs do. In
+/// TLS 1.3 the client's handshake completes before the server checks its certificate, so a
+/// refusal arrives as an alert on the first read, not as a handshake error: it must still be
+/// reported as `upstream_tls`.
+async fn mtls_serves_with_the_client_certificate_and_refuses_without(http1_only: bool) {
+    let ca = TestCa::new("bank ca");
+    let mut builder = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .require_client_cert(&ca.cert_pem)
+        .default_action(Action::echo());
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    let up = builder.start().await;
+    // A whole-second notAfter, so the expiry metric can be compared exactly.
+    let not_after = SystemTime::now() + Duration::from_secs(90 * 86_400);
+    let not_after_secs = not_after.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let not_after = UNIX_EPOCH + Duration::from_secs(not_after_secs);
+    let client = ca.client_cert_valid_until("attache-payments", not_after);
+    let mut setup = LocalSetup::trusting(&ca);
+    setup.tls_secret("bank-mtls", &client);
+    setup.manifest(&[
+        xint(
+            "with-cert",
+            json!({
+                "upstream": {"url": up.url()},
+                "tls": {"caBundleRef": ca_bundle_ref(), "clientCertificate": {"secretName": "bank-mtls"}},
+            }),
+        ),
+        xint(
+            "without-cert",
+            json!({
+                "upstream": {"url": up.url()},
+                "tls": {"caBundleRef": ca_bundle_ref()},
+            }),
+        ),
+    ]);
+    let sidecar = setup.start().await;
+
+    let resp = attache_tests::get(&format!("{}/accounts", sidecar.url(0)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["client_cert_cn"], "attache-payments");
+
+    let resp = attache_tests::get(&format!("{}/accounts", sidecar.url(1)))
+        .await
+        .unwrap();
+    assert_sidecar_error(&resp, 502, "upstream_tls", "without-cert");
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "only the request with a client certificate was served"
+    );
+
+    let expiry = sidecar
+        .metric(
+            "attache_client_certificate_expiry_timestamp_seconds",
+            &[("integration", "with-cert")],
+        )
+        .await;
+    assert_eq!(expiry, Some(not_after_secs as f64));
+}
+
+#[tokio::test]
+async fn mtls_upstream_serves_with_the_client_certificate_and_refuses_without() {
+    mtls_serves_with_the_client_certificate_and_refuses_without(false).await;
+}
+
+#[tokio::test]
+async fn mtls_upstream_over_http1_serves_with_the_client_certificate_and_refuses_without() {
+    mtls_serves_with_the_client_certificate_and_refuses_without(true).await;
+}
+
+#[tokio::test]
+async fn min_version_and_server_name_are_honoured() {
+    let ca = TestCa::new("ca");
+    // Offers TLS 1.2 only: an integration requiring 1.3 must refuse it.
+    let old = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .tls12_only()
+        .default_action(Action::echo())
+        .start()
+        .await;
+    // Its certificate names only api.bank.example: reachable by IP with an SNI override.
+    let named = Upstream::builder()
+        .tls(ca.server_cert(&["api.bank.example"]))
+        .default_action(Action::echo())
+        .start()
+        .await;
+    let mut setup = LocalSetup::trusting(&ca);
+    setup.manifest(&[
+        xint(
+            "a-tls12-ok",
+            json!({
+                "upstream": {"url": old.url()},
+                "tls": {"caBundleRef": ca_bundle_ref(), "minVersion": "1.2"},
+            }),
+        ),
+        xint(
+            "b-tls13-only",
+            json!({
+                "upstream": {"url": old.url()},
+                "tls": {"caBundleRef": ca_bundle_ref(), "minVersion": "1.3"},
+            }),
+        ),
+        xint(
+            "c-sni",
+            json!({
+                "upstream": {"url": format!("https://127.0.0.1:{}", named.addr().port())},
+                "tls": {"caBundleRef": ca_bundle_ref(), "serverName": "api.bank.example"},
+            }),
+        ),
+        xint(
+            "d-no-sni",
+            json!({
+                "upstream": {"url": format!("https://127.0.0.1:{}", named.addr().port())},
+                "tls": {"caBundleRef": ca_bundle_ref()},
+            }),
+        ),
+    ]);
+    let sidecar = setup.start().await;
+    let get = |i: usize| {
+        let url = format!("{}/x", sidecar.url(i));
+        async move { attache_tests::get(&url).await.unwrap() }
+    };
+
+    assert_eq!(get(0).await.status, 200);
+    assert_sidecar_error(&get(1).await, 502, "upstream_tls", "b-tls13-only");
+    assert_eq!(old.count(), 1);
+
+    let resp = get(2).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_sidecar_error(&get(3).await, 502, "upstream_tls", "d-no-sni");
+    assert_eq!(named.count(), 1);
+}
