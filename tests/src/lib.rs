@@ -6,6 +6,7 @@
 pub mod client;
 pub mod pki;
 pub mod process;
+pub mod resilience_harness;
 pub mod sidecar;
 pub mod upstream;
 

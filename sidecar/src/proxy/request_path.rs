@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
 use super::{
@@ -50,19 +51,22 @@ const MAX_PROVIDER_HOLD: Duration = Duration::from_secs(600);
 /// Serves one request for `integration`, recording metrics; never fails.
 pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    integration.inflight.inc();
+    // Counts until the response body is done (or the error is answered): like the bulkhead.
+    let inflight = InflightGuard::new(&integration.inflight);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let total = integration.request_timeout();
     let deadline = started + total;
-    let result = match tokio::time::timeout_at(deadline, forward(&integration, req, deadline)).await
-    {
-        Ok(r) => r,
-        Err(_) => Err(SidecarError::new(
-            ErrorCode::Timeout,
-            format!("no response within the request timeout ({total:?})"),
-        )),
-    };
+    let result =
+        match tokio::time::timeout_at(deadline, forward(&integration, req, deadline, inflight))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(SidecarError::new(
+                ErrorCode::Timeout,
+                format!("no response within the request timeout ({total:?})"),
+            )),
+        };
     let resp = match result {
         Ok(resp) => {
             integration.count_response(resp.status().as_str());
@@ -77,7 +81,6 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
             errors::respond(&e, &integration.name)
         }
     };
-    integration.inflight.dec();
     integration
         .duration
         .observe(started.elapsed().as_secs_f64());
@@ -106,6 +109,7 @@ async fn forward(
     ig: &Integration,
     req: Request<Incoming>,
     deadline: Instant,
+    inflight: InflightGuard,
 ) -> Result<Response<Body>, SidecarError> {
     let p = &ig.policies;
     if let Some(wait) = p.breaker.open_for() {
@@ -120,6 +124,10 @@ async fn forward(
             ),
         )
     })?;
+    let held = Held {
+        _permit: permit,
+        _inflight: inflight,
+    };
 
     let (mut parts, incoming) = req.into_parts();
     check(&parts)?;
@@ -165,7 +173,7 @@ async fn forward(
     loop {
         attempt += 1;
         // Retries pass the gate too: the third party counts them.
-        match p.gate.acquire().await {
+        match p.gate.acquire(deadline).await {
             Ok(Admitted::Immediately) => {}
             Ok(Admitted::AfterQueueing(waited)) => {
                 ig.count_rate_limited("queued");
@@ -174,7 +182,7 @@ async fn forward(
             Err(l) => {
                 ig.count_rate_limited(l.action);
                 if let Some(resp) = last {
-                    return Ok(finish(resp, attempt - 1, permit));
+                    return Ok(finish(resp, attempt - 1, held));
                 }
                 let why = match l.cause {
                     "provider" => {
@@ -191,7 +199,7 @@ async fn forward(
             Ok(a) => a,
             Err(r) => {
                 if let Some(resp) = last {
-                    return Ok(finish(resp, attempt - 1, permit));
+                    return Ok(finish(resp, attempt - 1, held));
                 }
                 return Err(circuit_open(r.retry_after));
             }
@@ -202,7 +210,7 @@ async fn forward(
                 p.breaker.release_probe();
             }
             return match last {
-                Some(resp) => Ok(finish(resp, attempt - 1, permit)),
+                Some(resp) => Ok(finish(resp, attempt - 1, held)),
                 None => Err(SidecarError::new(
                     ErrorCode::BadRequest,
                     "request body already sent",
@@ -254,7 +262,7 @@ async fn forward(
         let reason = retry::retry_reason(cfg, outcome, resend_safe).filter(|_| replayable);
         let Some(reason) = reason.filter(|_| attempt < max_attempts) else {
             return match result {
-                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Ok(resp) => Ok(finish(resp, attempt, held)),
                 Err(e) => Err(after_attempts(e, attempt)),
             };
         };
@@ -263,7 +271,7 @@ async fn forward(
             (Ok(resp), RetryAfterDecision::GiveUp) => {
                 tracing::debug!(integration = %ig.name, status = resp.status().as_u16(),
                     "Retry-After is above maxRetryAfter: returning the response as it is");
-                return result.map(|r| finish(r, attempt, permit));
+                return result.map(|r| finish(r, attempt, held));
             }
             _ => backoff::delay(
                 attempt,
@@ -275,7 +283,7 @@ async fn forward(
         if Instant::now() + delay >= deadline {
             tracing::debug!(integration = %ig.name, "no time left for another attempt");
             return match result {
-                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Ok(resp) => Ok(finish(resp, attempt, held)),
                 Err(e) => Err(after_attempts(e, attempt)),
             };
         }
@@ -283,7 +291,7 @@ async fn forward(
             ig.count_retry("budget_exhausted");
             tracing::debug!(integration = %ig.name, "retry budget exhausted: not retrying");
             return match result {
-                Ok(resp) => Ok(finish(resp, attempt, permit)),
+                Ok(resp) => Ok(finish(resp, attempt, held)),
                 Err(e) => Err(after_attempts(e, attempt)),
             };
         }
@@ -307,8 +315,11 @@ fn observe_backpressure(
     if status == StatusCode::TOO_MANY_REQUESTS {
         ig.count_throttled();
     }
+    // `respectRetryAfter: false` ignores Retry-After everywhere, holds included.
     let hold = match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            if ig.config.retry.respect_retry_after =>
+        {
             retry_after::retry_after(headers, now)
         }
         _ => None,
@@ -359,26 +370,49 @@ fn circuit_open(wait: Duration) -> SidecarError {
 }
 
 /// The upstream's response as the app gets it.
-fn finish(resp: Response<Incoming>, attempts: u32, permit: OwnedSemaphorePermit) -> Response<Body> {
+fn finish(resp: Response<Incoming>, attempts: u32, held: Held) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(ATTEMPTS_HEADER, attempts.into());
     Response::from_parts(
         parts,
-        body::boxed(WithPermit {
+        body::boxed(WithHeld {
             inner: incoming,
-            _permit: permit,
+            _held: held,
         }),
     )
 }
 
-/// Keeps the bulkhead slot until the response body is done.
-struct WithPermit {
-    inner: Incoming,
+/// What a request holds until its response body is done: its bulkhead slot and its place in
+/// `attache_inflight_requests`.
+struct Held {
     _permit: OwnedSemaphorePermit,
+    _inflight: InflightGuard,
 }
 
-impl HttpBody for WithPermit {
+/// Decrements the in-flight gauge when dropped, whichever way the request ends.
+struct InflightGuard(Gauge);
+
+impl InflightGuard {
+    fn new(g: &Gauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The upstream's body, keeping [`Held`] alive until it ends.
+struct WithHeld {
+    inner: Incoming,
+    _held: Held,
+}
+
+impl HttpBody for WithHeld {
     type Data = Bytes;
     type Error = BoxError;
 

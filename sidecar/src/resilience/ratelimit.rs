@@ -113,8 +113,9 @@ impl RateGate {
         }
     }
 
-    /// Waits for (or refuses) permission to send one attempt.
-    pub async fn acquire(&self) -> Result<Admitted, Limited> {
+    /// Waits for (or refuses) permission to send one attempt, never past `request_deadline`
+    /// (a wait that cannot end in time is refused at once, with the time to come back).
+    pub async fn acquire(&self, request_deadline: Instant) -> Result<Admitted, Limited> {
         let now = Instant::now();
         if self.queued.load(Ordering::Acquire) == 0 && self.hold_remaining(now).is_none() {
             match self.try_take() {
@@ -145,11 +146,21 @@ impl RateGate {
             }
             return Ok(Admitted::Immediately);
         }
-        self.queue_for_turn(now).await
+        self.queue_for_turn(now, request_deadline).await
     }
 
-    async fn queue_for_turn(&self, started: Instant) -> Result<Admitted, Limited> {
-        let deadline = started + self.max_wait;
+    async fn queue_for_turn(
+        &self,
+        started: Instant,
+        request_deadline: Instant,
+    ) -> Result<Admitted, Limited> {
+        // A hair before the request's own deadline, so the answer is `rate_limited` (with
+        // Retry-After) rather than the request timeout firing at the same instant.
+        let deadline = (started + self.max_wait).min(
+            request_deadline
+                .checked_sub(Duration::from_millis(5))
+                .unwrap_or(started),
+        );
         self.queued.fetch_add(1, Ordering::AcqRel);
         let _dequeue = Dequeue(&self.queued);
         let timed_out = |cause, retry_after| Limited {

@@ -2,6 +2,10 @@ use attache_api::{spec::RateLimitScope, KubeDuration};
 
 use super::*;
 
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
 fn gate(requests: u32, per_ms: u64, burst: u32, on_limit: OnLimit, wait_ms: u64) -> RateGate {
     RateGate::new(
         Some(&RateLimitConfig {
@@ -21,25 +25,25 @@ fn gate(requests: u32, per_ms: u64, burst: u32, on_limit: OnLimit, wait_ms: u64)
 async fn burst_then_reject_with_retry_after() {
     let g = gate(10, 1000, 3, OnLimit::Reject, 0);
     for _ in 0..3 {
-        assert_eq!(g.acquire().await, Ok(Admitted::Immediately));
+        assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
     }
-    let limited = g.acquire().await.unwrap_err();
+    let limited = g.acquire(far()).await.unwrap_err();
     assert_eq!(limited.action, "rejected");
     assert_eq!(limited.retry_after, Duration::from_millis(100));
     tokio::time::advance(Duration::from_millis(100)).await;
-    assert_eq!(g.acquire().await, Ok(Admitted::Immediately));
+    assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
 }
 
 #[tokio::test(start_paused = true)]
 async fn queue_mode_waits_in_order_and_bounds_the_wait() {
     let g = std::sync::Arc::new(gate(10, 1000, 1, OnLimit::Queue, 250));
-    assert_eq!(g.acquire().await, Ok(Admitted::Immediately));
+    assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
     let start = Instant::now();
     let mut handles = Vec::new();
     for i in 0..4 {
         let g = g.clone();
         handles.push(tokio::spawn(async move {
-            let r = g.acquire().await;
+            let r = g.acquire(far()).await;
             (i, r, start.elapsed())
         }));
         tokio::task::yield_now().await;
@@ -65,18 +69,21 @@ async fn queue_mode_waits_in_order_and_bounds_the_wait() {
 #[tokio::test(start_paused = true)]
 async fn provider_hold_pauses_everyone_even_without_a_limit() {
     let g = RateGate::new(None, Duration::from_secs(5));
-    assert_eq!(g.acquire().await, Ok(Admitted::Immediately));
+    assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
     assert!(g.hold_for(Duration::from_secs(2)));
     assert!(
         !g.hold_for(Duration::from_secs(1)),
         "a shorter hold does not shorten it"
     );
     let start = Instant::now();
-    assert!(matches!(g.acquire().await, Ok(Admitted::AfterQueueing(_))));
+    assert!(matches!(
+        g.acquire(far()).await,
+        Ok(Admitted::AfterQueueing(_))
+    ));
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     // A hold longer than the queue wait is refused at once with the hold's remaining time.
     g.hold_for(Duration::from_secs(10));
-    let l = g.acquire().await.unwrap_err();
+    let l = g.acquire(far()).await.unwrap_err();
     assert_eq!((l.action, l.cause), ("timed_out", "provider"));
     assert_eq!(l.retry_after, Duration::from_secs(10));
 }
@@ -85,7 +92,7 @@ async fn provider_hold_pauses_everyone_even_without_a_limit() {
 async fn reject_mode_rejects_during_a_hold() {
     let g = gate(100, 1000, 10, OnLimit::Reject, 0);
     g.hold_for(Duration::from_secs(3));
-    let l = g.acquire().await.unwrap_err();
+    let l = g.acquire(far()).await.unwrap_err();
     assert_eq!((l.action, l.cause), ("rejected", "provider"));
     assert_eq!(l.retry_after, Duration::from_secs(3));
 }
@@ -105,9 +112,20 @@ async fn shared_share_slows_the_pod() {
         }),
         Duration::from_secs(5),
     );
-    g.acquire().await.unwrap();
+    g.acquire(far()).await.unwrap();
     assert_eq!(
-        g.acquire().await.unwrap_err().retry_after,
+        g.acquire(far()).await.unwrap_err().retry_after,
         Duration::from_millis(40)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_longer_than_the_request_may_wait_is_refused_at_once() {
+    let g = RateGate::new(None, Duration::from_secs(5));
+    g.hold_for(Duration::from_secs(3));
+    let start = Instant::now();
+    let l = g.acquire(start + Duration::from_secs(1)).await.unwrap_err();
+    assert_eq!((l.action, l.cause), ("timed_out", "provider"));
+    assert_eq!(l.retry_after, Duration::from_secs(3));
+    assert_eq!(start.elapsed(), Duration::ZERO, "no pointless wait");
 }

@@ -10,7 +10,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -20,7 +23,7 @@ use hyper_util::{
     client::legacy::connect::{Connected, Connection},
     rt::TokioIo,
 };
-use rustls::ClientConfig;
+use rustls::{client::ResolvesClientCert, ClientConfig};
 use rustls_pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -61,7 +64,7 @@ pub struct Connector {
 }
 
 struct Inner {
-    tls: TlsConnector,
+    tls: Arc<ClientConfig>,
     connect_timeout: Duration,
     /// `(upstream host, SNI name)`: the override applies only to the upstream's own host, not
     /// to e.g. an OAuth2 token endpoint elsewhere.
@@ -78,7 +81,7 @@ impl Connector {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                tls: TlsConnector::from(tls),
+                tls,
                 connect_timeout,
                 sni_override,
                 allow_plain_http,
@@ -133,15 +136,22 @@ impl Inner {
                 _ => ServerName::try_from(host.clone())
                     .map_err(|_| ConnectError::InvalidUri(uri.to_string()))?,
             };
-            let tls =
-                self.tls
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|source| ConnectError::Tls {
-                        authority: authority.clone(),
-                        source,
-                    })?;
-            Ok(UpstreamConn::tls(tls))
+            // A per-connection copy of the config (cheap: its parts are shared) whose resolver
+            // records what this handshake asked for; see TlsFailure.
+            let failure = TlsFailure::default();
+            let mut cfg = (*self.tls).clone();
+            cfg.client_auth_cert_resolver = Arc::new(RecordingResolver {
+                inner: self.tls.client_auth_cert_resolver.clone(),
+                failure: failure.clone(),
+            });
+            let tls = TlsConnector::from(Arc::new(cfg))
+                .connect(server_name, tcp)
+                .await
+                .map_err(|source| ConnectError::Tls {
+                    authority: authority.clone(),
+                    source,
+                })?;
+            Ok(UpstreamConn::tls(tls, failure))
         })
         .await
         .map_err(|_| timed_out())?
@@ -173,15 +183,99 @@ async fn tcp_connect(host: &str, port: u16, authority: &str) -> Result<TcpStream
     })
 }
 
+/// Where a connection's TLS layer leaves the reason it failed after the handshake.
+///
+/// In TLS 1.3 a server refuses our certificate only after the handshake, with an alert on the
+/// first read; by the time that surfaces as a request error, HTTP/2 has reduced it to text or
+/// to "operation was canceled". The slot travels with the connection's info (hyper-util's
+/// `Connected::extra`), so the request path can still tell a TLS refusal from a reset.
+///
+/// A server that refuses the certificate often closes or resets the connection before its
+/// alert can be read (the client sees only a broken pipe). So the slot also records whether the
+/// server asked for a client certificate during the handshake and whether any response data
+/// arrived since: a connection that dies between the two was refused at the TLS layer.
+#[derive(Clone, Default, Debug)]
+pub struct TlsFailure(Arc<TlsFailureState>);
+
+#[derive(Default, Debug)]
+struct TlsFailureState {
+    alert: std::sync::OnceLock<String>,
+    cert_requested: AtomicBool,
+    cert_offered: AtomicBool,
+    data_received: AtomicBool,
+}
+
+impl TlsFailure {
+    /// Why the connection failed at the TLS layer, if it did.
+    pub fn reason(&self) -> Option<String> {
+        let s = &self.0;
+        if let Some(alert) = s.alert.get() {
+            return Some(alert.clone());
+        }
+        if s.cert_requested.load(Ordering::Acquire) && !s.data_received.load(Ordering::Acquire) {
+            return Some(if s.cert_offered.load(Ordering::Acquire) {
+                "the upstream asked for a client certificate, then closed the connection: it \
+                 probably rejected ours (expired, or not issued by a CA it trusts)"
+                    .to_string()
+            } else {
+                "the upstream requires a client certificate and this integration has none \
+                 (set spec.tls.clientCertificate)"
+                    .to_string()
+            });
+        }
+        None
+    }
+
+    fn record(&self, e: &io::Error) {
+        // rustls reports its errors as InvalidData; TCP never does.
+        if e.kind() == io::ErrorKind::InvalidData {
+            let _ = self.0.alert.set(e.to_string());
+        }
+    }
+
+    fn received(&self) {
+        if !self.0.data_received.load(Ordering::Relaxed) {
+            self.0.data_received.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Wraps the integration's client-certificate resolver to note, per connection, that the
+/// server asked for a certificate and whether we had one to give.
+#[derive(Debug)]
+struct RecordingResolver {
+    inner: Arc<dyn ResolvesClientCert>,
+    failure: TlsFailure,
+}
+
+impl ResolvesClientCert for RecordingResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let chosen = self.inner.resolve(root_hint_subjects, sigschemes);
+        let s = &self.failure.0;
+        s.cert_offered.store(chosen.is_some(), Ordering::Release);
+        s.cert_requested.store(true, Ordering::Release);
+        chosen
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
+}
+
 /// A connection to the upstream, plain or TLS, as hyper's pool wants it.
 pub struct UpstreamConn {
     io: TokioIo<Stream>,
     h2: bool,
+    tls_failure: TlsFailure,
 }
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TcpStream>>, TlsFailure),
 }
 
 impl UpstreamConn {
@@ -189,21 +283,23 @@ impl UpstreamConn {
         Self {
             io: TokioIo::new(Stream::Plain(s)),
             h2: false,
+            tls_failure: TlsFailure::default(),
         }
     }
 
-    fn tls(s: TlsStream<TcpStream>) -> Self {
+    fn tls(s: TlsStream<TcpStream>, tls_failure: TlsFailure) -> Self {
         let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
         Self {
-            io: TokioIo::new(Stream::Tls(Box::new(s))),
+            io: TokioIo::new(Stream::Tls(Box::new(s), tls_failure.clone())),
             h2,
+            tls_failure,
         }
     }
 }
 
 impl Connection for UpstreamConn {
     fn connected(&self) -> Connected {
-        let c = Connected::new();
+        let c = Connected::new().extra(self.tls_failure.clone());
         if self.h2 {
             c.negotiated_h2()
         } else {
@@ -260,7 +356,16 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s, failure) => {
+                let before = buf.filled().len();
+                let r = Pin::new(s.as_mut()).poll_read(cx, buf);
+                match &r {
+                    Poll::Ready(Err(e)) => failure.record(e),
+                    Poll::Ready(Ok(())) if buf.filled().len() > before => failure.received(),
+                    _ => {}
+                }
+                r
+            }
         }
     }
 }
@@ -273,21 +378,27 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Tls(s, failure) => {
+                let r = Pin::new(s.as_mut()).poll_write(cx, buf);
+                if let Poll::Ready(Err(e)) = &r {
+                    failure.record(e);
+                }
+                r
+            }
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -298,14 +409,20 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Tls(s, failure) => {
+                let r = Pin::new(s.as_mut()).poll_write_vectored(cx, bufs);
+                if let Poll::Ready(Err(e)) = &r {
+                    failure.record(e);
+                }
+                r
+            }
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Tls(s, _) => s.is_write_vectored(),
         }
     }
 }

@@ -88,6 +88,13 @@ impl UpstreamClient {
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
+    if let Some(info) = e.connect_info() {
+        let mut ext = http::Extensions::new();
+        info.get_extras(&mut ext);
+        if let Some(reason) = ext.get::<connector::TlsFailure>().and_then(|f| f.reason()) {
+            return AttemptError::Tls(reason);
+        }
+    }
     let mut source: Option<&(dyn StdError + 'static)> = e.source();
     let connect = e.is_connect();
     let mut detail = String::new();
