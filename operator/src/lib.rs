@@ -1,11 +1,19 @@
-//! The Attaché operator as a library: the offline subcommands (`crd`, `validate`, `render`) and,
-//! later, the controller and admission webhook. `main.rs` only parses arguments and maps the
+//! The Attaché operator as a library: the offline subcommands (`crd`, `validate`, `render`),
+//! the controller with its leader election and metrics (`run`), and the admission webhook.
+//! `main.rs` only parses arguments and maps the
 //! result to an exit code, so everything here is testable without spawning the binary.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admission;
 pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod inject;
+pub mod leader;
 pub mod manifests;
+pub mod metrics;
+pub mod rbac;
 pub mod render;
+pub mod run;
 pub mod validate;

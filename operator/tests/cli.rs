@@ -383,10 +383,19 @@ fn render_refuses_invalid_manifests() {
 }
 
 #[test]
-fn run_is_not_implemented_yet_and_says_so() {
-    let run = operator(&["run"]);
-    assert_eq!(run.code, Some(2));
-    assert!(run.stderr.contains("not implemented yet"), "{}", run.stderr);
+fn run_without_a_cluster_fails_and_says_how_it_looked_for_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attache-operator"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run attache-operator");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Kubernetes API"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -33,8 +33,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controller and the admission webhook (not implemented yet).
-    Run,
+    /// Run the controller (leader-elected) and the admission webhook, with /metrics,
+    /// /healthz and /readyz on --metrics-addr. Connects with the in-cluster service account,
+    /// else KUBECONFIG / ~/.kube/config.
+    Run(Box<crate::run::RunArgs>),
     /// Print the ExternalIntegration CRD as YAML (the bytes of crds/externalintegrations.attache.dev.yaml).
     Crd,
     /// Check manifests as the cluster would at `kubectl apply`, without a cluster.
@@ -53,6 +55,15 @@ pub enum Command {
     /// (tls.caBundleRef.kind: ConfigMap) is read from DIR/NAME/KEY as well. Nothing is written
     /// unless every integration renders.
     Render(RenderArgs),
+    /// Print the objects as the sidecar injector would mutate them (like `linkerd inject`).
+    ///
+    /// Pods and the pod templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs
+    /// and CronJobs get the attache-sidecar container, its volumes and the ATTACHE_*_URL env
+    /// vars; other documents pass through unchanged. Every pod is injected unless it opts out
+    /// (attache.dev/inject: "false"), with the -i integrations of its namespace (or those its
+    /// attache.dev/integrations annotation names). Fails, printing nothing, naming each
+    /// missing integration.
+    Inject(crate::inject::cli::InjectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +117,8 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error("--secrets-dir {}: {reason}", path.display())]
     SecretsDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
 }
 
 /// The standard streams a command uses.
@@ -130,12 +143,9 @@ impl From<Status> for ExitCode {
 /// Runs one command.
 pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
     match cli.command {
-        Command::Run => {
-            writeln!(
-                io.stderr,
-                "attache-operator run: not implemented yet: the controller lands in issue 4's next step"
-            )?;
-            Ok(Status::NotImplemented)
+        Command::Run(args) => {
+            crate::run::execute(*args)?;
+            Ok(Status::Success)
         }
         Command::Crd => {
             io.stdout.write_all(crd::crd_yaml()?.as_bytes())?;
@@ -143,6 +153,7 @@ pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
         }
         Command::Validate(args) => validate_cmd(&args, io),
         Command::Render(args) => render_cmd(&args, io),
+        Command::Inject(args) => Ok(crate::inject::cli::execute(&args, io)?),
     }
 }
 

@@ -23,11 +23,10 @@ fn run(args: &[&str], stdin: &str) -> (Status, String, String) {
 }
 
 #[test]
-fn run_says_it_is_not_implemented() {
-    let (status, out, err) = run(&["attache-operator", "run"], "");
-    assert_eq!(status, Status::NotImplemented);
-    assert!(out.is_empty());
-    assert!(err.contains("not implemented yet"), "{err}");
+fn run_takes_the_controller_flags() {
+    let cli =
+        Cli::try_parse_from(["attache-operator", "run", "--leader-election", "false"]).unwrap();
+    assert!(matches!(cli.command, Command::Run(a) if !a.leader_election));
 }
 
 #[test]

@@ -1,0 +1,110 @@
+//! Sidecar injection: the mutating admission webhook for pods.
+//!
+//! - [`mutate`]: the pure decision, pod + namespace + its integrations + settings → a JSON patch,
+//!   a denial, or nothing to do. Everything DESIGN.md's "Injection" section says lives there.
+//! - [`review`]: one AdmissionReview body in, one out (no I/O), built on [`mutate`].
+//! - [`view`]: what the webhook knows about the cluster (namespace labels, integrations), read
+//!   from in-memory caches kept by watches, so an admission never calls the API server.
+//! - [`server`]: the HTTPS server (`POST /mutate`, `GET /healthz`) and [`serve`], its entry point.
+//! - [`certs`]: the serving certificate, self-managed (CA + cert in a Secret, caBundle patched
+//!   into the MutatingWebhookConfiguration, renewed before expiry) or read from a directory
+//!   (cert-manager), hot-swapped into the running server.
+//!
+//! # Annotations and labels
+//!
+//! On pods (all optional):
+//!
+//! | key | value | effect |
+//! |---|---|---|
+//! | `attache.dev/inject` | `"true"` / `"false"` | opt in / out (overrides the namespace label) |
+//! | `attache.dev/integrations` | `"stripe,twilio"` | the integrations the pod may use (default: all of its namespace's) |
+//! | `attache.dev/native-sidecar` | `"true"` / `"false"` | force the native (init container) or the regular-container form |
+//! | `attache.dev/sidecar-image` | image reference | replace the operator's sidecar image for this pod |
+//! | `attache.dev/sidecar-log-level` | e.g. `debug` | the sidecar's `ATTACHE_LOG_LEVEL` |
+//! | `attache.dev/sidecar-cpu-request` | quantity | resources of the sidecar; `"none"` removes the entry |
+//! | `attache.dev/sidecar-cpu-limit` | quantity | |
+//! | `attache.dev/sidecar-memory-request` | quantity | |
+//! | `attache.dev/sidecar-memory-limit` | quantity | |
+//! | `attache.dev/sidecar-run-as-user` | UID, or `"auto"` | the sidecar's `runAsUser` (`auto`: leave it to the image or the platform, e.g. OpenShift) |
+//!
+//! On namespaces: the label `attache.dev/inject=enabled` opts every pod in.
+//!
+//! Written by the webhook on every injected pod (a contract with the controller, which counts
+//! the pods using each integration by them): the label `attache.dev/injected: "true"` and the
+//! annotation `attache.dev/injected-integrations: "a,b"` (sorted names).
+
+pub mod certs;
+pub mod metrics;
+pub mod mutate;
+pub mod options;
+mod patch;
+pub mod quantity;
+pub mod review;
+pub mod server;
+pub mod settings;
+mod sidecar;
+pub mod view;
+
+pub use metrics::{AdmissionMetrics, AdmissionResult};
+pub use mutate::{mutate, Decision, Injection, PodContext, Skip};
+pub use options::WebhookArgs;
+pub use server::{serve, ServeError, Webhook, WebhookServer};
+pub use settings::{native_sidecars_supported, InjectorSettings, SidecarResources};
+pub use view::{ClusterView, KubeView, StaticView};
+
+/// Pod annotation: `"true"` opts the pod in, `"false"` out.
+pub const ANNOTATION_INJECT: &str = "attache.dev/inject";
+/// Namespace label: [`NAMESPACE_INJECT_ENABLED`] opts every pod of the namespace in.
+pub const LABEL_NAMESPACE_INJECT: &str = "attache.dev/inject";
+pub const NAMESPACE_INJECT_ENABLED: &str = "enabled";
+/// Pod annotation: comma-separated ExternalIntegration names.
+pub const ANNOTATION_INTEGRATIONS: &str = "attache.dev/integrations";
+/// Pod annotation: `"true"` / `"false"` overrides whether the sidecar is a native sidecar.
+pub const ANNOTATION_NATIVE_SIDECAR: &str = "attache.dev/native-sidecar";
+pub const ANNOTATION_SIDECAR_IMAGE: &str = "attache.dev/sidecar-image";
+pub const ANNOTATION_SIDECAR_LOG_LEVEL: &str = "attache.dev/sidecar-log-level";
+pub const ANNOTATION_SIDECAR_CPU_REQUEST: &str = "attache.dev/sidecar-cpu-request";
+pub const ANNOTATION_SIDECAR_CPU_LIMIT: &str = "attache.dev/sidecar-cpu-limit";
+pub const ANNOTATION_SIDECAR_MEMORY_REQUEST: &str = "attache.dev/sidecar-memory-request";
+pub const ANNOTATION_SIDECAR_MEMORY_LIMIT: &str = "attache.dev/sidecar-memory-limit";
+pub const ANNOTATION_SIDECAR_RUN_AS_USER: &str = "attache.dev/sidecar-run-as-user";
+
+/// Label on every injected pod, value `"true"` (contract with the controller).
+pub const LABEL_INJECTED: &str = "attache.dev/injected";
+/// Annotation on every injected pod: its integrations, sorted, comma-separated (contract with
+/// the controller).
+pub const ANNOTATION_INJECTED_INTEGRATIONS: &str = "attache.dev/injected-integrations";
+
+/// The injected container's name.
+pub const SIDECAR_CONTAINER: &str = "attache-sidecar";
+/// Where the sidecar reads its integrations: one mounted folder per integration.
+pub const CONFIG_ROOT: &str = "/etc/attache/integrations";
+/// The first integration's listener; the others follow in name order.
+pub const FIRST_PORT: u16 = 15001;
+pub const PROXY_PORT: u16 = 15080;
+pub const ADMIN_PORT: u16 = 15090;
+/// The admin port's name, for Prometheus and for probes.
+pub const ADMIN_PORT_NAME: &str = "attache-admin";
+pub const PROXY_URL_ENV: &str = "ATTACHE_PROXY_URL";
+/// Integration listeners stop below the proxy port.
+pub const MAX_INTEGRATIONS: usize = (PROXY_PORT - FIRST_PORT) as usize;
+
+/// Namespaces that are never injected, whatever they say.
+pub const KUBE_SYSTEM: &str = "kube-system";
+
+/// `ATTACHE_<NAME>_URL` for an integration: upper-cased, `-` and `.` to `_`.
+pub fn url_env_name(integration: &str) -> String {
+    let name: String = integration
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("ATTACHE_{name}_URL")
+}
+
+/// The name of an integration's ConfigMap and Secret.
+pub fn generated_object_name(integration: &str) -> String {
+    format!("attache-{integration}")
+}

@@ -1,0 +1,176 @@
+use std::collections::BTreeMap;
+
+use attache_api::{config::files, render, RenderOptions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::json;
+
+use super::*;
+use crate::controller::{
+    fixtures::{api_key_secret, xint, xint_with},
+    secret_source::Snapshot,
+};
+
+fn rendered(xint: &ExternalIntegration, pods: u32) -> Rendered {
+    let source = Snapshot::from_objects([api_key_secret("stripe-key", "sk_live_1\n")], []);
+    render(xint, &source, RenderOptions { pods_sharing: pods }).unwrap()
+}
+
+#[test]
+fn config_map_and_secret_are_owned_labelled_and_named() {
+    let x = xint("stripe", "payments", "stripe-key");
+    let d = desired(&x, &rendered(&x, 1)).unwrap();
+    for meta in [&d.config_map.metadata, &d.secret.metadata] {
+        assert_eq!(meta.name.as_deref(), Some("attache-stripe"));
+        assert_eq!(meta.namespace.as_deref(), Some("payments"));
+        assert_eq!(
+            meta.labels.as_ref().unwrap(),
+            &BTreeMap::from([
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "attache-operator".to_string()
+                ),
+                ("attache.dev/integration".to_string(), "stripe".to_string()),
+            ])
+        );
+        assert_eq!(
+            meta.owner_references.as_deref().unwrap(),
+            &[OwnerReference {
+                api_version: "attache.dev/v1alpha1".into(),
+                kind: "ExternalIntegration".into(),
+                name: "stripe".into(),
+                uid: "uid-payments-stripe".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]
+        );
+    }
+}
+
+#[test]
+fn config_map_has_no_secret_and_secret_has_exactly_the_credential() {
+    let x = xint("stripe", "payments", "stripe-key");
+    let d = desired(&x, &rendered(&x, 1)).unwrap();
+    let data = d.config_map.data.as_ref().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["config.json"]);
+    assert!(!data["config.json"].contains("sk_live_1"));
+    assert_eq!(d.secret.type_.as_deref(), Some("Opaque"));
+    let secret = d.secret.data.as_ref().unwrap();
+    assert_eq!(secret.keys().collect::<Vec<_>>(), [files::AUTH_CREDENTIAL]);
+    // Trimmed, as the renderer resolves it.
+    assert_eq!(secret[files::AUTH_CREDENTIAL].0, b"sk_live_1");
+}
+
+#[test]
+fn shared_rate_limit_is_divided_by_the_pods() {
+    let x = xint_with(
+        "stripe",
+        "payments",
+        json!({
+            "upstream": {"url": "https://api.stripe.com"},
+            "rateLimit": {"requests": 100, "burst": 40, "scope": "shared"}
+        }),
+    );
+    let config = |pods| {
+        let d = desired(&x, &rendered(&x, pods)).unwrap();
+        let text = d.config_map.data.unwrap()["config.json"].clone();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["rateLimit"].clone()
+    };
+    assert_eq!(config(1)["pods"], 1);
+    assert_eq!(config(4)["pods"], 4);
+    assert_eq!(config(4)["burst"], 10);
+}
+
+#[test]
+fn desired_is_deterministic() {
+    let x = xint("stripe", "payments", "stripe-key");
+    assert_eq!(
+        desired(&x, &rendered(&x, 2)).unwrap(),
+        desired(&x, &rendered(&x, 2)).unwrap()
+    );
+}
+
+#[test]
+fn names_must_fit() {
+    assert_eq!(generated_name("a").unwrap(), "attache-a");
+    let long = "a".repeat(MAX_NAME_LEN - NAME_PREFIX.len());
+    assert!(generated_name(&long).is_ok());
+    let err = generated_name(&format!("{long}b")).unwrap_err();
+    assert_eq!(err.reason(), Some("InvalidName"));
+}
+
+#[test]
+fn an_integration_without_uid_cannot_own() {
+    let mut x = xint("stripe", "payments", "stripe-key");
+    let r = rendered(&x, 1);
+    x.metadata.uid = None;
+    assert!(matches!(
+        desired(&x, &r),
+        Err(Error::MissingMetadata("metadata.uid"))
+    ));
+}
+
+#[test]
+fn ownership_follows_the_controller_reference() {
+    let x = xint("stripe", "payments", "stripe-key");
+    let ours = desired(&x, &rendered(&x, 1)).unwrap().config_map.metadata;
+    assert_eq!(ownership(None, "uid-payments-stripe"), Ownership::Absent);
+    assert_eq!(
+        ownership(Some(&ours), "uid-payments-stripe"),
+        Ownership::Ours
+    );
+    // A namesake integration that was deleted and recreated has a new uid.
+    assert!(matches!(
+        ownership(Some(&ours), "uid-new"),
+        Ownership::Foreign(m) if m.contains("uid-payments-stripe")
+    ));
+    let foreign = ObjectMeta {
+        name: Some("attache-stripe".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ownership(Some(&foreign), "uid-payments-stripe"),
+        Ownership::Foreign("it has no controller".into())
+    );
+}
+
+#[test]
+fn up_to_date_compares_what_the_operator_sets() {
+    let x = xint("stripe", "payments", "stripe-key");
+    let d = desired(&x, &rendered(&x, 1)).unwrap();
+    // As stored: extra metadata and labels added by others do not matter.
+    let mut stored = d.clone();
+    stored.config_map.metadata.resource_version = Some("42".into());
+    stored
+        .config_map
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("team".into(), "payments".into());
+    stored.secret.metadata.uid = Some("u".into());
+    assert!(config_map_up_to_date(&stored.config_map, &d.config_map));
+    assert!(secret_up_to_date(&stored.secret, &d.secret));
+
+    // A rotated credential, a re-divided limit, a removed label: out of date.
+    let other = desired(
+        &x,
+        &render(
+            &x,
+            &Snapshot::from_objects([api_key_secret("stripe-key", "sk_live_2")], []),
+            RenderOptions::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(!secret_up_to_date(&other.secret, &d.secret));
+    let mut unlabelled = d.config_map.clone();
+    unlabelled.metadata.labels = None;
+    assert!(!config_map_up_to_date(&unlabelled, &d.config_map));
+    let mut extra = d.secret.clone();
+    extra
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("stale".into(), ByteString(b"x".to_vec()));
+    assert!(!secret_up_to_date(&extra, &d.secret));
+}

@@ -1,0 +1,338 @@
+//! The controller: ExternalIntegrations in, ConfigMaps and Secrets `attache-NAME` out.
+//!
+//! - [`desired`], [`status`]: pure functions computing what to write.
+//! - [`secret_source`]: the referenced Secrets/ConfigMaps as the renderer reads them.
+//! - [`pods`]: counting the pods that use each integration, damped for shared rate limits.
+//! - [`reconcile`](mod@reconcile): the thin I/O shell of one reconciliation.
+//! - [`run`]: the kube-runtime `Controller` and its watches.
+//!
+//! # Watches
+//!
+//! | watch | selector | triggers |
+//! |---|---|---|
+//! | ExternalIntegrations | all | the integration itself |
+//! | generated ConfigMaps, Secrets | `app.kubernetes.io/managed-by=attache-operator` | their controller (owner reference) |
+//! | other Secrets, ConfigMaps | `managed-by!=attache-operator` (and no Helm release Secrets) | exactly the integrations that reference them |
+//! | pods (metadata only) | `attache.dev/injected=true` | the integrations whose pod count changed, damped |
+//!
+//! The first three feed reflector stores and the pod watch feeds counts: reconciliations read
+//! Secrets, generated objects and pod counts from memory, write only what changed, and the
+//! steady state makes no API calls at all. A generated name already taken by an object the
+//! operator does not control is refused (`NameTaken`), seen in the same caches.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use attache_api::ExternalIntegration;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    runtime::{
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher, Controller, WatchStreamExt,
+    },
+    Api, Client, Resource,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::metrics::ControllerMetrics;
+
+pub mod desired;
+mod error;
+pub mod pods;
+pub mod reconcile;
+pub mod secret_source;
+pub mod status;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use error::Error;
+
+use pods::{DampingSettings, PodTracker};
+use secret_source::RefKind;
+
+/// Label selector of the generated objects.
+pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=attache-operator";
+/// Label selector of everything else (the objects integrations may reference).
+pub const NOT_OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by!=attache-operator";
+/// Helm keeps whole releases in Secrets of this type; no integration references them, and
+/// caching them would cost a lot of memory.
+pub const SECRET_FIELD_SELECTOR: &str = "type!=helm.sh/release.v1";
+/// Stripped from cached objects: for a `kubectl apply`-ed Secret it holds the secret values
+/// again, and nothing here reads it.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// How the controller behaves; the defaults are production values.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Reconciliations running at once.
+    pub concurrency: u16,
+    /// Triggers for one integration arriving within this time make one reconciliation.
+    pub debounce: Duration,
+    /// Periodic re-check of an integration that reconciled fine (drift the watches missed).
+    pub resync: Duration,
+    /// First retry of a failed API call; doubles per failure.
+    pub retry_base: Duration,
+    /// First retry of a failure the user has to fix (the watches usually trigger earlier).
+    pub retry_user_base: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+    pub damping: DampingSettings,
+    /// `reportingInstance` of Events: the replica's identity.
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            debounce: Duration::from_millis(200),
+            resync: Duration::from_secs(10 * 60),
+            retry_base: Duration::from_secs(1),
+            retry_user_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(5 * 60),
+            damping: DampingSettings::default(),
+            instance: desired::MANAGED_BY.into(),
+        }
+    }
+}
+
+/// The reflector stores reconciliations read from.
+#[derive(Clone)]
+pub struct Stores {
+    pub referenced_secrets: Store<Secret>,
+    pub referenced_config_maps: Store<ConfigMap>,
+    pub owned_secrets: Store<Secret>,
+    pub owned_config_maps: Store<ConfigMap>,
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub pods: PodTracker,
+    pub recorder: Recorder,
+    pub metrics: ControllerMetrics,
+    pub settings: Settings,
+    /// Consecutive failures per integration, for the backoff.
+    failures: Mutex<HashMap<ObjectRef<ExternalIntegration>, u32>>,
+}
+
+// === impl Context ===
+
+impl Context {
+    async fn wait_ready(&self) {
+        // `wait_until_ready` fails only when the writer is dropped, which ends the controller.
+        let _ = self.stores.referenced_secrets.wait_until_ready().await;
+        let _ = self.stores.referenced_config_maps.wait_until_ready().await;
+        let _ = self.stores.owned_secrets.wait_until_ready().await;
+        let _ = self.stores.owned_config_maps.wait_until_ready().await;
+        self.pods.wait_ready().await;
+    }
+
+    fn forget_failures(&self, obj: &ObjectRef<ExternalIntegration>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(obj);
+    }
+
+    fn count_failure(&self, obj: ObjectRef<ExternalIntegration>) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(obj).or_default();
+        *n = n.saturating_add(1);
+        *n
+    }
+}
+
+/// Requeues a failed integration with exponential backoff: from `retry_base` for API
+/// failures, from `retry_user_base` for what the user has to fix, up to `retry_max`.
+pub fn error_policy(xint: Arc<ExternalIntegration>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.count_failure(ObjectRef::from_obj(&*xint));
+    let base = if error.waits_for_user() {
+        ctx.settings.retry_user_base
+    } else {
+        ctx.settings.retry_base
+    };
+    let delay = backoff(base, ctx.settings.retry_max, failures);
+    tracing::warn!(
+        namespace = xint.metadata.namespace.as_deref().unwrap_or_default(),
+        name = xint.metadata.name.as_deref().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// `base * 2^(failures-1)`, capped.
+pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(20);
+    base.saturating_mul(factor).min(max)
+}
+
+/// Runs the controller until `shutdown` resolves (then finishes the reconciliations in
+/// flight) or the future is dropped (then stops at once: leadership was lost).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (referenced_secrets, referenced_secrets_events) = reflect(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default()
+            .labels(NOT_OWNED_SELECTOR)
+            .fields(SECRET_FIELD_SELECTOR),
+    );
+    let (referenced_config_maps, referenced_config_maps_events) = reflect(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(NOT_OWNED_SELECTOR),
+    );
+    let (owned_secrets, owned_secrets_events) = reflect(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(OWNED_SELECTOR),
+    );
+    let (owned_config_maps, owned_config_maps_events) = reflect(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(OWNED_SELECTOR),
+    );
+
+    let pods = PodTracker::new(settings.damping);
+    let (pod_triggers, pod_trigger_rx) = mpsc::unbounded_channel();
+    let pod_watch = pods
+        .clone()
+        .run(pods::watch_injected_pods(client.clone()), pod_triggers);
+
+    let reporter = Reporter {
+        controller: desired::MANAGED_BY.into(),
+        instance: Some(settings.instance.clone()),
+    };
+    let config = controller::Config::default()
+        .concurrency(settings.concurrency)
+        .debounce(settings.debounce);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: Stores {
+            referenced_secrets,
+            referenced_config_maps,
+            owned_secrets,
+            owned_config_maps,
+        },
+        pods,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        settings,
+        failures: Mutex::default(),
+    });
+
+    let controller = Controller::new(
+        Api::<ExternalIntegration>::all(client),
+        watcher::Config::default(),
+    );
+    let integrations = controller.store();
+    let secret_users = integrations.clone();
+    let config_map_users = integrations;
+    let reconciling = controller
+        .owns_stream(owned_secrets_events)
+        .owns_stream(owned_config_maps_events)
+        .watches_stream(referenced_secrets_events, move |s: Secret| {
+            users(&secret_users, RefKind::Secret, &s)
+        })
+        .watches_stream(referenced_config_maps_events, move |c: ConfigMap| {
+            users(&config_map_users, RefKind::ConfigMap, &c)
+        })
+        .reconcile_on(futures::stream::unfold(pod_trigger_rx, |mut rx| async {
+            rx.recv().await.map(|obj| (obj, rx))
+        }))
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(%obj, "reconciled"),
+                // Reconcile errors were logged by the error policy.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller"),
+            }
+        });
+    tracing::info!("controller started");
+    tokio::select! {
+        () = reconciling => {}
+        () = pod_watch => tracing::warn!("pod watch ended"),
+    }
+    tracing::info!("controller stopped");
+}
+
+/// The integrations to reconcile when `obj` (a Secret or ConfigMap they may reference)
+/// changed.
+fn users<K: Resource>(
+    integrations: &Store<ExternalIntegration>,
+    kind: RefKind,
+    obj: &K,
+) -> Vec<ObjectRef<ExternalIntegration>> {
+    let meta = obj.meta();
+    let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        return Vec::new();
+    };
+    let state = integrations.state();
+    secret_source::referencing(state.iter().map(|x| &**x), kind, namespace, name)
+}
+
+/// A watch feeding a store, and the stream of changed objects for the controller's triggers.
+/// Cached objects lose their managed fields and last-applied annotation (memory, and the
+/// latter can hold secret values).
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| {
+            let meta = obj.meta_mut();
+            meta.managed_fields = None;
+            if let Some(a) = meta.annotations.as_mut() {
+                a.remove(LAST_APPLIED);
+            }
+        })
+        .reflect(writer)
+        .touched_objects();
+    (store, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s = Settings::default();
+        let b = |n| backoff(s.retry_base, s.retry_max, n);
+        assert_eq!(b(1), Duration::from_secs(1));
+        assert_eq!(b(2), Duration::from_secs(2));
+        assert_eq!(b(5), Duration::from_secs(16));
+        assert_eq!(b(30), Duration::from_secs(300));
+        assert_eq!(b(u32::MAX), Duration::from_secs(300));
+    }
+}
