@@ -134,7 +134,9 @@ fn defaults_render_the_operator_with_probes_and_a_locked_down_pod() {
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert!(pod["topologySpreadConstraints"].as_array().is_some_and(|t| !t.is_empty()));
+    assert!(pod["topologySpreadConstraints"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
 
     let hook = one(&docs, "MutatingWebhookConfiguration");
     for w in hook["webhooks"].as_array().unwrap() {
@@ -157,7 +159,10 @@ fn defaults_render_the_operator_with_probes_and_a_locked_down_pod() {
     }
     // The operator's flags name exactly what the chart created.
     let args = operator_args(&docs);
-    assert_eq!(arg(&args, "--webhook-configuration"), hook["metadata"]["name"]);
+    assert_eq!(
+        arg(&args, "--webhook-configuration"),
+        hook["metadata"]["name"]
+    );
     let svc = one(&docs, "Service");
     assert_eq!(arg(&args, "--webhook-service"), svc["metadata"]["name"]);
 }
@@ -182,9 +187,11 @@ fn every_optional_feature_renders() {
         one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
     );
     let hook = one(&docs, "MutatingWebhookConfiguration");
-    assert!(hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
-        .as_str()
-        .is_some_and(|a| a.starts_with("attache-system/")));
+    assert!(
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("attache-system/"))
+    );
 }
 
 #[test]
@@ -208,7 +215,12 @@ fn rules(role: &Value) -> Vec<String> {
             let list = |k: &str| {
                 let mut v: Vec<String> = r[k]
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 v.sort();
                 v.join(",")
@@ -247,14 +259,26 @@ fn rendered_rbac_is_exactly_the_documented_list() {
         .flat_map(|r| r["resourceNames"].as_array().into_iter().flatten())
         .filter_map(Value::as_str)
         .collect();
-    assert!(names.contains(&arg(&args, "--lease-name").as_str()), "{names:?}");
-    assert!(names.contains(&arg(&args, "--webhook-secret").as_str()), "{names:?}");
+    assert!(
+        names.contains(&arg(&args, "--lease-name").as_str()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&arg(&args, "--webhook-secret").as_str()),
+        "{names:?}"
+    );
     // Nothing wider than that: no wildcards, no delete, no escalation.
     for d in &docs {
         for r in d["rules"].as_array().into_iter().flatten() {
             let text = r.to_string();
             assert!(!text.contains('*'), "wildcard in {text}");
-            for verb in ["delete", "deletecollection", "escalate", "bind", "impersonate"] {
+            for verb in [
+                "delete",
+                "deletecollection",
+                "escalate",
+                "bind",
+                "impersonate",
+            ] {
                 assert!(!text.contains(&format!("\"{verb}\"")), "{verb} in {text}");
             }
         }
