@@ -178,14 +178,7 @@ impl Breaker {
                 };
                 if trip {
                     let trips = *trips + 1;
-                    *s = State::Open {
-                        until: now + self.open_duration_for(trips),
-                        trips,
-                    };
-                    self.gauge.set(CircuitState::Open as i64);
-                    self.opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Some(CircuitState::Open);
+                    return Some(self.open(&mut s, now, trips));
                 }
                 None
             }
@@ -200,14 +193,7 @@ impl Breaker {
                 *in_flight = in_flight.saturating_sub(1);
                 if failed {
                     let trips = *trips + 1;
-                    *s = State::Open {
-                        until: now + self.open_duration_for(trips),
-                        trips,
-                    };
-                    self.gauge.set(CircuitState::Open as i64);
-                    self.opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Some(CircuitState::Open);
+                    return Some(self.open(&mut s, now, trips));
                 }
                 *succeeded += 1;
                 if *succeeded >= self.half_open_requests {
@@ -224,6 +210,18 @@ impl Breaker {
             // Outcomes of attempts admitted under an earlier state change nothing.
             _ => None,
         }
+    }
+
+    /// Trips the circuit (for the `trips`-th time since it last closed).
+    fn open(&self, s: &mut State, now: Instant, trips: u32) -> CircuitState {
+        *s = State::Open {
+            until: now + self.open_duration_for(trips),
+            trips,
+        };
+        self.gauge.set(CircuitState::Open as i64);
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CircuitState::Open
     }
 
     /// A probe that never produced an outcome (cancelled): let another probe go.
