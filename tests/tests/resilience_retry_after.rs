@@ -169,3 +169,44 @@ async fn retry_after_beyond_the_request_timeout_returns_the_response_at_once() {
     assert!(elapsed < Duration::from_millis(900), "waited {elapsed:?}");
     assert_eq!(rig.up().count(), 1);
 }
+
+#[tokio::test]
+async fn respect_retry_after_false_ignores_it_for_the_retry_and_the_hold() {
+    let rig = Rig::start(
+        Action::respond(200, "ok"),
+        json!({
+            "retry": {
+                "maxAttempts": 3,
+                "backoff": {"base": "5ms", "max": "20ms"},
+                "respectRetryAfter": false,
+            },
+            "circuitBreaker": {"consecutiveFailures": 100},
+        }),
+    )
+    .await;
+    let up = rig.up();
+    up.script(
+        "/ignored",
+        vec![
+            Action::respond(429, "later").with_header("retry-after", "3"),
+            Action::respond(200, "now"),
+        ],
+    );
+    let started = Instant::now();
+    let resp = rig.get("/ignored").await;
+    assert_upstream_response(&resp, 200, 2);
+    // Backoff (≤ 20 ms), not the 3 s the header asked for; nor is anyone else held.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let other = Instant::now();
+    let resp = rig.get("/other").await;
+    assert_upstream_response(&resp, 200, 1);
+    assert!(
+        other.elapsed() < Duration::from_secs(1),
+        "held {:?}",
+        other.elapsed()
+    );
+}
