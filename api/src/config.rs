@@ -30,6 +30,17 @@ pub const CONFIG_API_VERSION: &str = "attache.dev/sidecar-config/v1";
 /// The ConfigMap key (and file name) holding the rendered [`SidecarConfig`].
 pub const CONFIG_FILE: &str = "config.json";
 
+/// The sidecar's well-known ports, shared by its flag defaults and the injector (which
+/// writes `ATTACHE_<NAME>_URL` from them), so the two cannot drift apart.
+pub mod ports {
+    /// Integration `i` of a pod (sorted by name) listens on `FIRST_INTEGRATION + i`.
+    pub const FIRST_INTEGRATION: u16 = 15001;
+    /// The HTTP proxy listener (`ATTACHE_PROXY_URL`).
+    pub const PROXY: u16 = 15080;
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub const ADMIN: u16 = 15090;
+}
+
 /// Secret keys (file names) in the generated Secret.
 pub mod files {
     pub const AUTH_CREDENTIAL: &str = "auth-credential";

@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use attache_api::config::ports;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{app::SidecarOptions, config::ConfigSource};
@@ -56,13 +57,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", requires = "manifest")]
     pub secrets_dir: Option<PathBuf>,
     /// Port of the first integration's listener (integrations sorted by name).
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = ports::FIRST_INTEGRATION)]
     pub first_port: u16,
     /// Address of the HTTP proxy listener (absolute-form requests routed by host).
-    #[arg(long, default_value = "127.0.0.1:15080")]
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PROXY)))]
     pub proxy_addr: SocketAddr,
     /// Address of the admin listener (/metrics, /healthz, /readyz).
-    #[arg(long, default_value = "0.0.0.0:15090")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::ADMIN)))]
     pub admin_addr: SocketAddr,
     /// Runtime worker threads; default: the CPUs the cgroup quota allows.
     #[arg(long)]

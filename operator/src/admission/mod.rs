@@ -80,9 +80,9 @@ pub const SIDECAR_CONTAINER: &str = "attache-sidecar";
 /// Where the sidecar reads its integrations: one mounted folder per integration.
 pub const CONFIG_ROOT: &str = "/etc/attache/integrations";
 /// The first integration's listener; the others follow in name order.
-pub const FIRST_PORT: u16 = 15001;
-pub const PROXY_PORT: u16 = 15080;
-pub const ADMIN_PORT: u16 = 15090;
+pub const FIRST_PORT: u16 = attache_api::config::ports::FIRST_INTEGRATION;
+pub const PROXY_PORT: u16 = attache_api::config::ports::PROXY;
+pub const ADMIN_PORT: u16 = attache_api::config::ports::ADMIN;
 /// The admin port's name, for Prometheus and for probes.
 pub const ADMIN_PORT_NAME: &str = "attache-admin";
 pub const PROXY_URL_ENV: &str = "ATTACHE_PROXY_URL";

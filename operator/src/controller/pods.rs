@@ -55,11 +55,11 @@ use tokio::{
 };
 
 /// Label the webhook puts on every pod it injects.
-pub const INJECTED_LABEL: &str = "attache.dev/injected";
+pub const INJECTED_LABEL: &str = crate::admission::LABEL_INJECTED;
 /// The watch's label selector.
 pub const INJECTED_SELECTOR: &str = "attache.dev/injected=true";
 /// Annotation listing the integrations an injected pod uses, comma-separated.
-pub const INTEGRATIONS_ANNOTATION: &str = "attache.dev/injected-integrations";
+pub const INTEGRATIONS_ANNOTATION: &str = crate::admission::ANNOTATION_INJECTED_INTEGRATIONS;
 
 /// An integration, by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
