@@ -95,15 +95,24 @@ impl UpstreamConfig {
             Scheme::Http => 80,
             Scheme::Https => 443,
         };
-        let host = if self.host.contains(':') {
+        if self.port == default_port {
+            self.uri_host()
+        } else {
+            self.host_port()
+        }
+    }
+
+    /// `host:port`, always with the port (what connections are made to).
+    pub fn host_port(&self) -> String {
+        format!("{}:{}", self.uri_host(), self.port)
+    }
+
+    /// The host as written in a URI: IPv6 addresses in brackets.
+    fn uri_host(&self) -> String {
+        if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
-        };
-        if self.port == default_port {
-            host
-        } else {
-            format!("{host}:{}", self.port)
         }
     }
 }

@@ -14,10 +14,6 @@ use clap::{Parser, Subcommand};
 use http_body_util::Full;
 use hyper::{server::conn::http1, service::service_fn, Response};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
-};
 use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -67,34 +63,13 @@ fn main() -> anyhow::Result<()> {
 
 fn pki(out: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "attache bench CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
-
-    let server_key = KeyPair::generate()?;
-    let mut sp = CertificateParams::new(vec!["localhost".to_string()])?;
-    sp.subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = sp.signed_by(&server_key, &issuer)?;
-
-    let client_key = KeyPair::generate()?;
-    let mut cp = CertificateParams::new(Vec::<String>::new())?;
-    cp.distinguished_name
-        .push(DnType::CommonName, "bench client");
-    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = cp.signed_by(&client_key, &issuer)?;
-
+    let pki = attache_sidecar::demo::pki::DemoPki::generate()?;
     for (name, pem) in [
-        ("ca.crt", ca_cert.pem()),
-        ("server.crt", server.pem()),
-        ("server.key", server_key.serialize_pem()),
-        ("client.crt", client.pem()),
-        ("client.key", client_key.serialize_pem()),
+        ("ca.crt", &pki.ca_pem),
+        ("server.crt", &pki.server_cert_pem),
+        ("server.key", &pki.server_key_pem),
+        ("client.crt", &pki.client_cert_pem),
+        ("client.key", &pki.client_key_pem),
     ] {
         std::fs::write(out.join(name), pem).with_context(|| format!("writing {name}"))?;
     }

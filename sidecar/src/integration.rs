@@ -106,8 +106,7 @@ impl Integration {
                     source,
                 }
             })?;
-        let authority_str = format!("{}:{}", bracket(&up.host), up.port);
-        let authority = authority_str.parse().map_err(|_| bad("host"))?;
+        let authority = up.host_port().parse().map_err(|_| bad("host"))?;
         let host_header = HeaderValue::try_from(up.authority()).map_err(|_| bad("host"))?;
         let scheme = match up.scheme {
             Scheme::Http => http::uri::Scheme::HTTP,
@@ -249,14 +248,6 @@ impl CounterCache {
             }
         }
         counter
-    }
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
     }
 }
 

@@ -4,7 +4,7 @@
 //! serves `examples/demo.yaml` with a sidecar in this process, sends traffic as an app would
 //! (plain HTTP to localhost, no credentials) and prints what happened on each side.
 
-mod pki;
+pub mod pki;
 mod upstream;
 
 use std::{

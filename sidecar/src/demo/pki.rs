@@ -1,5 +1,5 @@
-//! A throwaway PKI for the demo: one CA, a server certificate for localhost, a client
-//! certificate for the sidecar.
+//! A throwaway PKI for the demo (and bench/): one CA, a server certificate for localhost and
+//! 127.0.0.1, a client certificate for the sidecar.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -97,7 +97,6 @@ pub async fn start(pki: &DemoPki, api_key: &str) -> anyhow::Result<DemoUpstream>
             });
         }
     });
-    let _ = TokioExecutor::new();
     Ok(DemoUpstream { addr, stats })
 }
 

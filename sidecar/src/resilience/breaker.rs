@@ -71,10 +71,7 @@ enum State {
 
 impl Breaker {
     pub fn new(cfg: &CircuitBreakerConfig, gauge: Gauge) -> Self {
-        let window = match &cfg.trip {
-            BreakerMode::FailureRate { window, .. } => window.as_duration(),
-            BreakerMode::ConsecutiveFailures { .. } => Duration::from_secs(1),
-        };
+        let window = window_len(&cfg.trip);
         Self {
             mode: cfg.trip.clone(),
             open_duration: cfg.open_duration.as_duration(),
@@ -199,7 +196,7 @@ impl Breaker {
                 if *succeeded >= self.half_open_requests {
                     *s = State::Closed {
                         consecutive: 0,
-                        window: Box::new(RateWindow::new(self.window_len())),
+                        window: Box::new(RateWindow::new(window_len(&self.mode))),
                         trips: 0,
                     };
                     self.gauge.set(CircuitState::Closed as i64);
@@ -232,13 +229,6 @@ impl Breaker {
         }
     }
 
-    fn window_len(&self) -> Duration {
-        match &self.mode {
-            BreakerMode::FailureRate { window, .. } => window.as_duration(),
-            BreakerMode::ConsecutiveFailures { .. } => Duration::from_secs(1),
-        }
-    }
-
     /// `openDuration · 2^(trips-1)`, capped by `maxOpenDuration`.
     fn open_duration_for(&self, trips: u32) -> Duration {
         let factor = 1u32 << trips.saturating_sub(1).min(20);
@@ -258,6 +248,14 @@ impl Breaker {
                 self.gauge.set(CircuitState::HalfOpen as i64);
             }
         }
+    }
+}
+
+/// The failure-rate window (a nominal one in consecutive mode, where it is unused).
+fn window_len(mode: &BreakerMode) -> Duration {
+    match mode {
+        BreakerMode::FailureRate { window, .. } => window.as_duration(),
+        BreakerMode::ConsecutiveFailures { .. } => Duration::from_secs(1),
     }
 }
 

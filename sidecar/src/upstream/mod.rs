@@ -109,12 +109,6 @@ fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
             if let Some(te) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 return AttemptError::Tls(te.to_string());
             }
-            // rustls reports every error as InvalidData and a TCP socket never does. HTTP/2
-            // keeps only the kind and text of I/O errors, so this is how a TLS 1.3 refusal
-            // after the handshake (e.g. "certificate required") is recognised there.
-            if io.kind() == std::io::ErrorKind::InvalidData {
-                return AttemptError::Tls(io.to_string());
-            }
         }
         if detail.is_empty() {
             detail = s.to_string();
