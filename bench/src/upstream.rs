@@ -1,0 +1,55 @@
+//! The benchmark's upstream: HTTPS that requires a client certificate and answers every request
+//! with a 1 KiB body, as cheaply as hyper allows, so that what is measured is the proxy in front.
+
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{server::conn::http1, service::service_fn, Response};
+use hyper_util::rt::TokioIo;
+use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Serves until the process is killed.
+pub async fn upstream(certs: PathBuf, addr: SocketAddr) -> anyhow::Result<()> {
+    let read = |n: &str| std::fs::read(certs.join(n)).with_context(|| format!("reading {n}"));
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.crt")?) {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let chain =
+        CertificateDer::pem_slice_iter(&read("server.crt")?).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(&read("server.key")?)?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on {addr}");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, body) = (acceptor.clone(), body.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = service_fn(move |_req| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
