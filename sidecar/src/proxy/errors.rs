@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
 
-pub const ERROR_HEADER: &str = "x-attache-error";
-pub const ATTEMPTS_HEADER: &str = "x-attache-attempts";
+// `HeaderName` constants, not `&str`: a string key is validated byte by byte on every use.
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-attache-error");
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-attache-attempts");
 
 /// The error codes of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

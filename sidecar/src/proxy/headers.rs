@@ -17,6 +17,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// (`Transfer-Encoding` is handled by hyper, which re-frames bodies itself.)
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Almost no request or response carries one: a single pass over the names (no hashing, no
+    // allocation) settles the common case; both directions of every request come through here.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -31,6 +36,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(h);
     }
     headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// A header that never crosses the proxy. Headers that `Connection` names are only found by
+/// reading it, and `Connection` itself is in this set, so the fast path never misses them.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
 }
 
 #[cfg(test)]
@@ -49,5 +60,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::TRANSFER_ENCODING]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), "x".parse().unwrap());
+            h.insert(header::ACCEPT, "*/*".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} survived");
+            assert_eq!(h.len(), 1, "{name}: an end-to-end header was lost");
+        }
+    }
+
+    #[test]
+    fn end_to_end_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        h.append("x-multi", "1".parse().unwrap());
+        h.append("x-multi", "2".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }

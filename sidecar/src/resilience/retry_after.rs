@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// `X-RateLimit-Reset` values at or above this are Unix times; below, seconds from now.
 const UNIX_TIME_THRESHOLD: u64 = 1_000_000_000;
@@ -24,13 +24,16 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     parse_retry_after(v, now)
 }
 
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 /// How long the provider says it is exhausted: `X-RateLimit-Remaining: 0` with a reset.
 pub fn rate_limit_exhausted(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let remaining = headers.get("x-ratelimit-remaining")?.to_str().ok()?.trim();
+    let remaining = headers.get(RATELIMIT_REMAINING)?.to_str().ok()?.trim();
     if remaining.parse::<f64>().ok()? > 0.0 {
         return None;
     }
-    let reset = headers.get("x-ratelimit-reset")?.to_str().ok()?.trim();
+    let reset = headers.get(RATELIMIT_RESET)?.to_str().ok()?.trim();
     let n: f64 = reset.parse().ok()?;
     if !n.is_finite() || n < 0.0 {
         return None;
