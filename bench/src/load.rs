@@ -243,13 +243,20 @@ impl Stats {
 type Shared = Arc<Mutex<Stats>>;
 type Sender = SendRequest<Empty<Bytes>>;
 
-/// Sends one request and reads the whole response body.
-async fn exchange(
-    sender: &mut Sender,
-    req: Request<Empty<Bytes>>,
-) -> Result<http::StatusCode, String> {
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+/// Sends one request and reads the whole response body. A connection that the server closed
+/// while idle is replaced first: nothing was sent on it, so that is not a failure.
+async fn exchange(sender: &mut Sender, target: &Target) -> Result<http::StatusCode, String> {
+    if sender.ready().await.is_err() {
+        *sender = target
+            .connect()
+            .await
+            .map_err(|e| format!("reconnect: {e:#}"))?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+    }
+    let resp = sender
+        .send_request(target.request())
+        .await
+        .map_err(|e| e.to_string())?;
     let status = resp.status();
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
@@ -357,7 +364,7 @@ async fn open_loop(
         }
         let (target, stats, idle_tx) = (target.clone(), stats.clone(), idle_tx.clone());
         in_flight.spawn(async move {
-            let outcome = exchange(&mut sender, target.request()).await;
+            let outcome = exchange(&mut sender, &target).await;
             if measured {
                 lock(&stats).record(outcome.clone(), began.elapsed());
             }
@@ -420,7 +427,7 @@ async fn closed_loop(
                         return;
                     }
                 }
-                let outcome = exchange(&mut sender, target.request()).await;
+                let outcome = exchange(&mut sender, &target).await;
                 if measured {
                     lock(&stats).record(outcome.clone(), began.elapsed());
                 }

@@ -34,7 +34,8 @@ pub async fn upstream(certs: PathBuf, addr: SocketAddr) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(cfg));
     let body = Bytes::from(vec![b'x'; 1024]);
     let listener = TcpListener::bind(addr).await?;
-    println!("listening on {addr}");
+    // The bound address (the caller may have asked for port 0), for scripts and tests to read.
+    println!("listening on {}", listener.local_addr()?);
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
