@@ -53,8 +53,9 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
     let started = Instant::now();
     // Counts until the response body is done (or the error is answered): like the bulkhead.
     let inflight = InflightGuard::new(&integration.inflight);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Only for the debug line about requests the sidecar answers: not copied otherwise.
+    let what = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
     let deadline = started + total;
     let result =
@@ -73,10 +74,12 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
             resp
         }
         Err(e) => {
-            tracing::debug!(
-                integration = %integration.name, %method, %path,
-                code = e.code.as_str(), reason = %e.message, "request answered by the sidecar"
-            );
+            if let Some(request) = what {
+                tracing::debug!(
+                    integration = %integration.name, %request,
+                    code = e.code.as_str(), reason = %e.message, "request answered by the sidecar"
+                );
+            }
             integration.count_response(e.code.as_str());
             errors::respond(&e, &integration.name)
         }
