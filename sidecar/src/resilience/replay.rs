@@ -35,30 +35,18 @@ impl RequestBody {
         let mut prefix = VecDeque::new();
         while let Some(frame) = incoming.frame().await {
             let frame = frame?;
-            match frame.into_data() {
-                Ok(data) => {
-                    buf.extend_from_slice(&data);
-                    prefix.push_back(data);
-                    if buf.len() as u64 > cap {
-                        return Ok(Self::Streaming(Some(body::boxed(Prefixed {
-                            prefix,
-                            rest: incoming,
-                        }))));
-                    }
-                }
-                // Request trailers are rare; dropping them silently would lose data, so such a
-                // body is streamed as it came (the trailers cannot be replayed).
-                Err(frame) => {
-                    if frame.is_trailers() {
-                        return Ok(Self::Streaming(Some(body::boxed(Prefixed {
-                            prefix,
-                            rest: body::boxed(TrailerThen {
-                                trailers: Some(frame),
-                                rest: incoming,
-                            }),
-                        }))));
-                    }
-                }
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+            }
+            // Request trailers are rare; dropping them silently would lose data, so such a
+            // body is streamed as it came (the trailers cannot be replayed).
+            let streamed = frame.is_trailers() || buf.len() as u64 > cap;
+            prefix.push_back(frame);
+            if streamed {
+                return Ok(Self::Streaming(Some(body::boxed(Prefixed {
+                    prefix,
+                    rest: incoming,
+                }))));
             }
         }
         Ok(Self::Buffered(buf.freeze()))
@@ -78,9 +66,9 @@ impl RequestBody {
     }
 }
 
-/// Already-read chunks, then the rest of the stream.
+/// Frames already read (data, and trailers if any), then the rest of the stream.
 struct Prefixed {
-    prefix: VecDeque<Bytes>,
+    prefix: VecDeque<Frame<Bytes>>,
     rest: Body,
 }
 
@@ -92,35 +80,14 @@ impl HttpBody for Prefixed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(b) = self.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
+        if let Some(frame) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
         self.prefix.is_empty() && self.rest.is_end_stream()
-    }
-}
-
-/// A trailers frame that was read ahead, then whatever follows.
-struct TrailerThen {
-    trailers: Option<Frame<Bytes>>,
-    rest: Body,
-}
-
-impl HttpBody for TrailerThen {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(t)));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
     }
 }
 
@@ -134,7 +101,10 @@ mod tests {
     /// transfer encoding).
     fn chunked(chunks: Vec<&'static [u8]>) -> Body {
         body::boxed(Prefixed {
-            prefix: chunks.into_iter().map(Bytes::from_static).collect(),
+            prefix: chunks
+                .into_iter()
+                .map(|c| Frame::data(Bytes::from_static(c)))
+                .collect(),
             rest: body::empty(),
         })
     }
@@ -167,5 +137,23 @@ mod tests {
         let big = body::full(Bytes::from(vec![7u8; 100]));
         let b = RequestBody::prepare(big, 10).await.unwrap();
         assert!(!b.replayable());
+    }
+
+    #[tokio::test]
+    async fn trailers_are_streamed_in_order_not_dropped() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        let with_trailers = body::boxed(Prefixed {
+            prefix: VecDeque::from([
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::trailers(trailers.clone()),
+            ]),
+            rest: body::empty(),
+        });
+        let mut b = RequestBody::prepare(with_trailers, 1024).await.unwrap();
+        assert!(!b.replayable(), "trailers cannot be replayed");
+        let got = b.for_attempt().unwrap().collect().await.unwrap();
+        assert_eq!(got.trailers(), Some(&trailers));
+        assert_eq!(&got.to_bytes()[..], b"ab");
     }
 }
