@@ -8,10 +8,10 @@ use std::{
 
 use attache_api::{
     config::{files, AuthConfig, SidecarConfig, CONFIG_FILE},
+    fs::DirSecretSource,
     manifest::parse_integrations,
     render, RenderOptions,
 };
-use attache_operator::render::DirSecretSource;
 use attache_tests::TestCa;
 
 struct Run {
