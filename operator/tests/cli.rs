@@ -8,10 +8,10 @@ use std::{
 
 use attache_api::{
     config::{files, AuthConfig, SidecarConfig, CONFIG_FILE},
+    fs::DirSecretSource,
     manifest::parse_integrations,
     render, RenderOptions,
 };
-use attache_operator::render::DirSecretSource;
 use attache_tests::TestCa;
 
 struct Run {
@@ -34,6 +34,28 @@ fn operator<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
         stdout: String::from_utf8(stdout).unwrap(),
         stderr: String::from_utf8(stderr).unwrap(),
     }
+}
+
+/// `attache-operator validate -f FILE...`
+fn validate(files: &[&Path]) -> Run {
+    let mut args = vec![Path::new("validate"), Path::new("-f")];
+    args.extend_from_slice(files);
+    operator(&args)
+}
+
+/// `attache-operator render -f MANIFEST --secrets-dir SECRETS --out OUT EXTRA...`
+fn render_cmd(manifest: &Path, secrets: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        Path::new("render"),
+        Path::new("-f"),
+        manifest,
+        Path::new("--secrets-dir"),
+        secrets,
+        Path::new("--out"),
+        out,
+    ];
+    args.extend(extra.iter().map(Path::new));
+    operator(&args)
 }
 
 fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
@@ -78,7 +100,7 @@ fn validate_prints_one_ok_line_per_integration() {
         "all.yaml",
         &format!("{STRIPE}---{DEPLOYMENT}---{BANK}"),
     );
-    let run = operator(&[Path::new("validate"), Path::new("-f"), &all]);
+    let run = validate(&[&all]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let all = all.display();
     assert_eq!(
@@ -109,7 +131,7 @@ spec:
     bearer: {secretKeyRef: {name: twilio, key: token}}
 "#,
     );
-    let run = operator(&[Path::new("validate"), Path::new("-f"), &good, &bad]);
+    let run = validate(&[&good, &bad]);
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stdout,
@@ -141,7 +163,7 @@ fn validate_reports_schema_errors_like_the_api_server() {
         "typo.yaml",
         &STRIPE.replace("rateLimit: {requests: 100", "rateLimit: {request: 100"),
     );
-    let run = operator(&[Path::new("validate"), Path::new("-f"), &file]);
+    let run = validate(&[&file]);
     assert_eq!(run.code, Some(1));
     let prefix = format!("{}: ExternalIntegration payments/stripe: ", file.display());
     assert_eq!(
@@ -159,13 +181,7 @@ fn validate_reports_unreadable_and_malformed_files_and_checks_the_rest() {
     let broken = write(dir.path(), "broken.yaml", "spec: [unclosed\n");
     let missing = dir.path().join("missing.yaml");
     let good = write(dir.path(), "manifests/stripe.yaml", STRIPE);
-    let run = operator(&[
-        Path::new("validate"),
-        Path::new("-f"),
-        &missing,
-        &broken,
-        good.parent().unwrap(),
-    ]);
+    let run = validate(&[&missing, &broken, good.parent().unwrap()]);
     assert_eq!(run.code, Some(1));
     assert!(run
         .stdout
@@ -198,15 +214,7 @@ fn render_writes_exactly_the_configmap_and_secret_files() {
     );
     let out = dir.path().join("out");
 
-    let run = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        &secrets,
-        Path::new("--out"),
-        &out,
-    ]);
+    let run = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
     assert!(run.stdout.contains(&format!(
@@ -270,15 +278,7 @@ fn render_writes_exactly_the_configmap_and_secret_files() {
 
     // Rendering again changes nothing.
     let before = dir_contents(&stripe);
-    let again = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        &secrets,
-        Path::new("--out"),
-        &out,
-    ]);
+    let again = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert_eq!(dir_contents(&stripe), before);
 }
@@ -290,17 +290,7 @@ fn render_divides_a_shared_rate_limit_among_pods() {
     write(&secrets, "stripe-key/api-key", "sk_test_42");
     let manifest = write(dir.path(), "stripe.yaml", STRIPE);
     let out = dir.path().join("out");
-    let run = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        &secrets,
-        Path::new("--out"),
-        &out,
-        Path::new("--pods"),
-        Path::new("4"),
-    ]);
+    let run = render_cmd(&manifest, &secrets, &out, &["--pods", "4"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let config: SidecarConfig =
         serde_json::from_str(&fs::read_to_string(out.join("stripe").join(CONFIG_FILE)).unwrap())
@@ -317,15 +307,7 @@ fn render_names_the_integration_and_the_missing_secret_and_writes_nothing() {
     write(&secrets, "bank-mtls/tls.crt", "not a certificate");
     let manifest = write(dir.path(), "m.yaml", &format!("{STRIPE}---{BANK}"));
     let out = dir.path().join("out");
-    let run = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        &secrets,
-        Path::new("--out"),
-        &out,
-    ]);
+    let run = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
@@ -339,15 +321,7 @@ fn render_names_the_integration_and_the_missing_secret_and_writes_nothing() {
     assert!(!out.exists(), "render wrote output despite a failure");
 
     write(&secrets, "bank-ca/ca.crt", &TestCa::new("x").cert_pem);
-    let run = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        &secrets,
-        Path::new("--out"),
-        &out,
-    ]);
+    let run = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(run.code, Some(1));
     assert!(
         run.stderr.starts_with(&format!(
@@ -366,15 +340,7 @@ fn render_refuses_invalid_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write(dir.path(), "m.yaml", &STRIPE.replace("https://", "http://"));
     let out = dir.path().join("out");
-    let run = operator(&[
-        Path::new("render"),
-        Path::new("-f"),
-        &manifest,
-        Path::new("--secrets-dir"),
-        dir.path(),
-        Path::new("--out"),
-        &out,
-    ]);
+    let run = render_cmd(&manifest, dir.path(), &out, &[]);
     assert_eq!(run.code, Some(1));
     assert!(run
         .stderr

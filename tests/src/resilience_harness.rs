@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::Request;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 
 use crate::client::{HttpClient, Response};
 use crate::pki::TestCa;
-use crate::sidecar::{ca_bundle_ref, xint, LocalSetup, Sidecar};
+use crate::sidecar::{assert_sidecar_error_for, ca_bundle_ref, xint, LocalSetup, Sidecar};
 use crate::upstream::{Action, Upstream, KEY_HEADER};
 
 /// The integration's name in every rig (the `integration` label of its metrics).
@@ -114,6 +115,29 @@ impl Rig {
         .await
     }
 
+    /// PATCH `body` to `path` through the sidecar (no idempotency key).
+    pub async fn patch(&self, path: &str, body: &'static [u8]) -> Response {
+        self.send(
+            Request::patch(self.url(path))
+                .body(Bytes::from_static(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// GET `path` through the sidecar in a task of its own, for requests that must be in
+    /// flight at the same time; the task panics if no response came.
+    pub fn spawn_get(&self, path: &str) -> JoinHandle<Response> {
+        let client = self.client.clone();
+        let url = self.url(path);
+        tokio::spawn(async move {
+            client
+                .get(&url)
+                .await
+                .unwrap_or_else(|e| panic!("no response for {url}: {e:#}"))
+        })
+    }
+
     /// GET `path` with the script key `key` (several requests to one path, separate scripts).
     pub async fn get_keyed(&self, path: &str, key: &str) -> Response {
         self.send(
@@ -171,21 +195,10 @@ impl Rig {
     }
 }
 
-/// Asserts that `resp` is an error the sidecar made itself: `status`, `x-attache-error: code`,
-/// and the JSON body of DESIGN.md naming the code and the integration.
+/// Asserts that `resp` is an error the sidecar made itself for integration [`NAME`]: `status`,
+/// `x-attache-error: code`, and the JSON body of DESIGN.md naming the code and the integration.
 pub fn assert_sidecar_error(resp: &Response, status: u16, code: &str) {
-    assert_eq!(
-        (resp.status, resp.header("x-attache-error")),
-        (status, Some(code)),
-        "expected the sidecar's {status} {code}; got {} with headers {:?}: {}",
-        resp.status,
-        resp.headers,
-        resp.text()
-    );
-    let body = resp.json();
-    assert_eq!(body["error"], code, "{body}");
-    assert_eq!(body["integration"], NAME, "{body}");
-    assert!(body["message"].is_string(), "{body}");
+    assert_sidecar_error_for(resp, status, code, NAME);
 }
 
 /// Asserts that `resp` came from the upstream (no `x-attache-error`) after `attempts` attempts.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use attache_api::{RenderOptions, SecretBytes, SecretSource, SourceError};
 use serde_json::{json, Value};
 
-use crate::client::HttpClient;
+use crate::client::{HttpClient, Response};
 use crate::pki::{CertPair, TestCa};
 use crate::process::{bin_path, free_port_range, free_ports, Proc};
 
@@ -195,6 +195,20 @@ impl LocalSetup {
         assert!(self.integrations > 0, "write a manifest before starting");
         Sidecar::start(self.source_args(), self.integrations, extra).await
     }
+
+    /// Runs the sidecar on free ports without waiting for it to be ready: for tests of a
+    /// start that must fail.
+    pub fn spawn(&self) -> Proc {
+        let (first_port, proxy_port, admin_port) = pick_ports(self.integrations);
+        let args = run_args(
+            &self.source_args(),
+            first_port,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, proxy_port)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port)),
+            &[],
+        );
+        Proc::spawn(&bin_path(SIDECAR_BIN), &args)
+    }
 }
 
 // === Config-dir mode ===
@@ -362,20 +376,7 @@ impl Sidecar {
             let (first_port, proxy_port, admin_port) = pick_ports(integrations);
             let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, proxy_port));
             let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
-            let mut args: Vec<OsString> = vec!["run".into()];
-            args.extend(source.iter().cloned());
-            args.extend(
-                [
-                    "--first-port".to_string(),
-                    first_port.to_string(),
-                    "--proxy-addr".to_string(),
-                    proxy_addr.to_string(),
-                    "--admin-addr".to_string(),
-                    admin_addr.to_string(),
-                ]
-                .map(OsString::from),
-            );
-            args.extend(extra.iter().map(OsString::from));
+            let args = run_args(&source, first_port, proxy_addr, admin_addr, extra);
             let started = Instant::now();
             let mut proc = Proc::spawn(&bin, &args);
             match wait_ready(&mut proc, admin_addr, READY_TIMEOUT).await {
@@ -412,6 +413,15 @@ impl Sidecar {
 
     pub fn addr(&self, index: usize) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.first_port + index as u16))
+    }
+
+    /// GET `path` on integration `index`'s listener, as the app would; panics if no response
+    /// came (the sidecar always answers, with its own error if need be).
+    pub async fn get(&self, index: usize, path: &str) -> Response {
+        let url = format!("{}{path}", self.url(index));
+        crate::client::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("no response for {url}: {e:#}"))
     }
 
     /// `http://ADMIN` + `path`.
@@ -490,6 +500,31 @@ impl Sidecar {
     }
 }
 
+/// `run SOURCE... --first-port P --proxy-addr PROXY --admin-addr ADMIN EXTRA...`
+fn run_args(
+    source: &[OsString],
+    first_port: u16,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    extra: &[&str],
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["run".into()];
+    args.extend(source.iter().cloned());
+    args.extend(
+        [
+            "--first-port".to_string(),
+            first_port.to_string(),
+            "--proxy-addr".to_string(),
+            proxy_addr.to_string(),
+            "--admin-addr".to_string(),
+            admin_addr.to_string(),
+        ]
+        .map(OsString::from),
+    );
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
 /// `(first integration port, proxy port, admin port)`, all distinct and free a moment ago.
 fn pick_ports(integrations: usize) -> (u16, u16, u16) {
     let n = u16::try_from(integrations.max(1)).expect("few integrations");
@@ -541,6 +576,25 @@ pub fn proc_memory(pid: u32) -> Option<Memory> {
         rss_kib: field("VmRSS")?,
         hwm_kib: field("VmHWM")?,
     })
+}
+
+// === Assertions ===
+
+/// Asserts that `resp` is an error the sidecar made itself (DESIGN.md): `status`,
+/// `x-attache-error: code`, and the JSON body naming the code and `integration`.
+pub fn assert_sidecar_error_for(resp: &Response, status: u16, code: &str, integration: &str) {
+    assert_eq!(
+        (resp.status, resp.header("x-attache-error")),
+        (status, Some(code)),
+        "expected the sidecar's {status} {code}; got {} with headers {:?}: {}",
+        resp.status,
+        resp.headers,
+        resp.text()
+    );
+    let body = resp.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["integration"], integration, "{body}");
+    assert!(body["message"].is_string(), "{body}");
 }
 
 // === Metrics text ===

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::pki::{certs_from_pem, init_crypto, provider, CertPair};
+use crate::pki::{certs_from_pem, init_crypto, provider, CertPair, TestCa};
 
 /// Header whose value, when present, is the script key of a request (else its path).
 pub const KEY_HEADER: &str = "x-test-key";
@@ -314,6 +314,16 @@ impl Upstream {
             tls12_only: false,
             port: 0,
         }
+    }
+
+    /// The upstream most data-path tests need: HTTPS with a `localhost` certificate from `ca`,
+    /// answering every request with its echo ([`Action::echo`]).
+    pub async fn echo(ca: &TestCa) -> Upstream {
+        Upstream::builder()
+            .tls(ca.localhost_cert())
+            .default_action(Action::echo())
+            .start()
+            .await
     }
 
     pub fn addr(&self) -> SocketAddr {

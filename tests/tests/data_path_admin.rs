@@ -4,21 +4,13 @@
 
 use std::time::Duration;
 
-use attache_tests::sidecar::SIDECAR_BIN;
-use attache_tests::{
-    bin_path, ca_bundle_ref, metric_value, xint, Action, HttpClient, LocalSetup, Proc, TestCa,
-    Upstream,
-};
+use attache_tests::{ca_bundle_ref, metric_value, xint, HttpClient, LocalSetup, TestCa, Upstream};
 use serde_json::json;
 
 #[tokio::test]
 async fn startup_logs_each_listener_and_admin_endpoints_answer() {
     let ca = TestCa::new("admin test ca");
-    let up = Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await;
+    let up = Upstream::echo(&ca).await;
     let mut setup = LocalSetup::trusting(&ca);
     // Written out of order: listeners are numbered by sorted name, not file order.
     let spec = |base: &str| {
@@ -55,9 +47,7 @@ async fn startup_logs_each_listener_and_admin_endpoints_answer() {
 
     // Integrations sorted by name get consecutive ports from --first-port.
     for (index, base) in [(0, "/alpha-base/x"), (1, "/zeta-base/x")] {
-        let resp = attache_tests::get(&format!("{}/x", sidecar.url(index)))
-            .await
-            .unwrap();
+        let resp = sidecar.get(index, "/x").await;
         assert_eq!(resp.status, 200, "{}", resp.text());
         assert_eq!(resp.json()["path_and_query"], base);
         assert_eq!(resp.header("x-attache-attempts"), Some("1"));
@@ -112,25 +102,6 @@ async fn startup_logs_each_listener_and_admin_endpoints_answer() {
 #[tokio::test]
 async fn a_config_that_cannot_be_served_fails_the_start_naming_the_problem() {
     let ca = TestCa::new("ca");
-    let bin = bin_path(SIDECAR_BIN);
-    let admin = attache_tests::free_port();
-    let run = |setup: &LocalSetup| {
-        let mut args = vec!["run".into()];
-        args.extend(setup.source_args());
-        args.extend(
-            [
-                "--first-port".to_string(),
-                attache_tests::free_port_range(1).to_string(),
-                "--proxy-addr".to_string(),
-                format!("127.0.0.1:{}", attache_tests::free_port()),
-                "--admin-addr".to_string(),
-                format!("127.0.0.1:{admin}"),
-            ]
-            .map(std::ffi::OsString::from),
-        );
-        Proc::spawn(&bin, &args)
-    };
-
     // Plain http:// without allowInsecure.
     let mut insecure = LocalSetup::trusting(&ca);
     insecure.manifest(&[xint(
@@ -150,7 +121,7 @@ async fn a_config_that_cannot_be_served_fails_the_start_naming_the_problem() {
         (&insecure, ["plain", "spec.upstream.url"]),
         (&missing, ["keyless", "no-such-secret"]),
     ] {
-        let mut proc = run(setup);
+        let mut proc = setup.spawn();
         let status = proc
             .wait_exit(Duration::from_secs(30))
             .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use attache_tests::client::HttpClient;
 use attache_tests::sidecar::Sidecar;
-use attache_tests::{ca_bundle_ref, xint, Action, LocalSetup, TestCa, Upstream};
+use attache_tests::{ca_bundle_ref, xint, LocalSetup, TestCa, Upstream};
 use base64::Engine;
 use bytes::Bytes;
 use http::Request;
@@ -88,14 +88,6 @@ async fn start(up: &Upstream, ca: &TestCa) -> (LocalSetup, Sidecar) {
     (setup, sidecar)
 }
 
-async fn echo_upstream(ca: &TestCa) -> Upstream {
-    Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await
-}
-
 /// GET `path` on integration `index` as an app holding a stale credential of its own.
 async fn app_get(sidecar: &Sidecar, index: usize, path: &str) -> Value {
     let req = Request::get(format!("{}{path}", sidecar.url(index)))
@@ -111,7 +103,7 @@ async fn app_get(sidecar: &Sidecar, index: usize, path: &str) -> Value {
 #[tokio::test]
 async fn api_key_goes_in_the_configured_header_with_its_prefix() {
     let ca = TestCa::new("ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let (_setup, sidecar) = start(&up, &ca).await;
     let echo = app_get(&sidecar, API_KEY_INT, "/v1/items").await;
     assert_eq!(
@@ -131,7 +123,7 @@ async fn api_key_goes_in_the_configured_header_with_its_prefix() {
 #[tokio::test]
 async fn bearer_replaces_the_apps_authorization() {
     let ca = TestCa::new("ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let (_setup, sidecar) = start(&up, &ca).await;
     app_get(&sidecar, BEARER_INT, "/v1/items").await;
     let seen = up.requests();
@@ -143,7 +135,7 @@ async fn bearer_replaces_the_apps_authorization() {
 #[tokio::test]
 async fn basic_sends_base64_username_and_password() {
     let ca = TestCa::new("ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let (_setup, sidecar) = start(&up, &ca).await;
     let echo = app_get(&sidecar, BASIC_INT, "/v1/items").await;
     assert_eq!(
@@ -155,7 +147,7 @@ async fn basic_sends_base64_username_and_password() {
 #[tokio::test]
 async fn query_param_is_added_and_an_app_supplied_one_dropped() {
     let ca = TestCa::new("ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let (_setup, sidecar) = start(&up, &ca).await;
     let echo = app_get(
         &sidecar,
@@ -186,7 +178,7 @@ async fn query_param_is_added_and_an_app_supplied_one_dropped() {
 #[tokio::test]
 async fn secrets_appear_in_no_log_line_metric_admin_answer_or_error_body() {
     let ca = TestCa::new("ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let (setup, mut sidecar) = start(&up, &ca).await;
     let mut texts: Vec<(String, String)> = Vec::new();
 

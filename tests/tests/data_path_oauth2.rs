@@ -35,14 +35,6 @@ fn oauth_spec(up: &Upstream, api_base: &str, token_url: &str) -> Value {
     })
 }
 
-async fn https_upstream(ca: &TestCa) -> Upstream {
-    Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await
-}
-
 /// One integration `pay` whose API lives under `/api` and token endpoint at `/token` of `up`.
 async fn start_one(up: &Upstream, ca: &TestCa) -> (LocalSetup, Sidecar) {
     let mut setup = LocalSetup::trusting(ca);
@@ -103,7 +95,7 @@ async fn api_get(sidecar: &Sidecar, path: &str) -> attache_tests::Response {
 #[tokio::test]
 async fn twenty_concurrent_requests_share_one_token_fetch() {
     let ca = TestCa::new("oauth ca");
-    let up = https_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     // A slow token endpoint: every request arrives while the one fetch is still running.
     up.script(
         "/token",
@@ -193,7 +185,7 @@ async fn twenty_concurrent_requests_share_one_token_fetch() {
 async fn a_short_lived_token_is_refreshed_before_it_expires() {
     const LIFETIME: Duration = Duration::from_secs(6);
     let ca = TestCa::new("oauth ca");
-    let up = https_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     up.script(
         "/token",
         vec![
@@ -255,7 +247,7 @@ async fn a_short_lived_token_is_refreshed_before_it_expires() {
 #[tokio::test]
 async fn token_endpoint_failure_is_upstream_auth_and_nothing_goes_out_without_credentials() {
     let ca = TestCa::new("oauth ca");
-    let up = https_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     up.script(
         "/token-500",
         (0..20)

@@ -5,7 +5,7 @@
 
 use attache_tests::client::send_via_proxy;
 use attache_tests::sidecar::Sidecar;
-use attache_tests::{ca_bundle_ref, xint, Action, LocalSetup, Response, TestCa, Upstream};
+use attache_tests::{ca_bundle_ref, xint, LocalSetup, Response, TestCa, Upstream};
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::json;
@@ -24,14 +24,8 @@ struct Fixture {
 /// each with its own API key, in front of two echo upstreams.
 async fn start() -> Fixture {
     let ca = TestCa::new("proxy ca");
-    let echo = || {
-        Upstream::builder()
-            .tls(ca.localhost_cert())
-            .default_action(Action::echo())
-            .start()
-    };
-    let by_name = echo().await;
-    let by_ip = echo().await;
+    let by_name = Upstream::echo(&ca).await;
+    let by_ip = Upstream::echo(&ca).await;
     let mut setup = LocalSetup::trusting(&ca);
     setup.secret("key-localhost", "key", KEY_LOCALHOST);
     setup.secret("key-ip", "key", KEY_IP);

@@ -18,14 +18,6 @@ const RELOAD_BOUND: Duration = Duration::from_secs(2);
 const GIVE_UP: Duration = Duration::from_secs(15);
 const PAUSE: Duration = Duration::from_millis(10);
 
-async fn echo_upstream(ca: &TestCa) -> Upstream {
-    Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await
-}
-
 /// Waits for the first request after `since` that satisfies `pred`; returns it.
 async fn first_seen(
     up: &Upstream,
@@ -81,7 +73,7 @@ async fn reloads(sidecar: &Sidecar, result: &str) -> f64 {
 #[tokio::test]
 async fn credential_rotation_under_continuous_traffic_fails_no_request() {
     let ca = TestCa::new("reload ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let mut setup = LocalSetup::trusting(&ca);
     setup.secret("rotating", "token", "tok-v0");
     setup.manifest(&[xint(
@@ -146,7 +138,7 @@ async fn credential_rotation_under_continuous_traffic_fails_no_request() {
 #[tokio::test]
 async fn an_invalid_manifest_edit_is_rejected_and_the_previous_config_keeps_serving() {
     let ca = TestCa::new("reload ca");
-    let up = echo_upstream(&ca).await;
+    let up = Upstream::echo(&ca).await;
     let mut setup = LocalSetup::trusting(&ca);
     setup.secret("vendor", "key", "k3y");
     let doc = |url: String, prefix: &str| {

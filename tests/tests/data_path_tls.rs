@@ -4,28 +4,17 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use attache_tests::{ca_bundle_ref, xint, Action, LocalSetup, Response, TestCa, Upstream};
+use attache_tests::{
+    assert_sidecar_error_for, ca_bundle_ref, xint, Action, LocalSetup, TestCa, Upstream,
+};
 use bytes::Bytes;
 use http::Request;
 use serde_json::json;
 
-fn assert_sidecar_error(resp: &Response, status: u16, code: &str, integration: &str) {
-    assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.header("x-attache-error"), Some(code), "{resp:?}");
-    let body = resp.json();
-    assert_eq!(body["error"], code, "{body}");
-    assert_eq!(body["integration"], integration, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
-
 #[tokio::test]
 async fn tls_is_originated_to_an_upstream_trusted_through_ca_bundle_ref() {
     let ca = TestCa::new("private ca");
-    let up = Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await;
+    let up = Upstream::echo(&ca).await;
     let mut setup = LocalSetup::trusting(&ca);
     // The same CA also as a ConfigMap (`kind: ConfigMap`), which local mode reads from the
     // same folder.
@@ -75,9 +64,7 @@ async fn tls_is_originated_to_an_upstream_trusted_through_ca_bundle_ref() {
     );
     assert_eq!(echo["client_cert_cn"], serde_json::Value::Null);
 
-    let resp = attache_tests::get(&format!("{}/ping", sidecar.url(0)))
-        .await
-        .unwrap();
+    let resp = sidecar.get(0, "/ping").await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["path_and_query"], "/cm/ping");
     assert_eq!(up.count(), 2);
@@ -87,11 +74,7 @@ async fn tls_is_originated_to_an_upstream_trusted_through_ca_bundle_ref() {
 async fn an_upstream_certificate_from_an_untrusted_ca_is_upstream_tls() {
     let trusted = TestCa::new("the ca we trust");
     let impostor = TestCa::new("someone else's ca");
-    let up = Upstream::builder()
-        .tls(impostor.localhost_cert())
-        .default_action(Action::echo())
-        .start()
-        .await;
+    let up = Upstream::echo(&impostor).await;
     let mut setup = LocalSetup::trusting(&trusted);
     setup.manifest(&[xint(
         "strict",
@@ -102,10 +85,8 @@ async fn an_upstream_certificate_from_an_untrusted_ca_is_upstream_tls() {
     )]);
     let sidecar = setup.start().await;
 
-    let resp = attache_tests::get(&format!("{}/secret-data", sidecar.url(0)))
-        .await
-        .unwrap();
-    assert_sidecar_error(&resp, 502, "upstream_tls", "strict");
+    let resp = sidecar.get(0, "/secret-data").await;
+    assert_sidecar_error_for(&resp, 502, "upstream_tls", "strict");
     assert_eq!(up.count(), 0, "no request may reach an unverified upstream");
     // The upstream notices the aborted handshake on its own schedule: poll.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -157,16 +138,12 @@ async fn mtls_serves_with_the_client_certificate_and_refuses_without(http1_only:
     ]);
     let sidecar = setup.start().await;
 
-    let resp = attache_tests::get(&format!("{}/accounts", sidecar.url(0)))
-        .await
-        .unwrap();
+    let resp = sidecar.get(0, "/accounts").await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["client_cert_cn"], "attache-payments");
 
-    let resp = attache_tests::get(&format!("{}/accounts", sidecar.url(1)))
-        .await
-        .unwrap();
-    assert_sidecar_error(&resp, 502, "upstream_tls", "without-cert");
+    let resp = sidecar.get(1, "/accounts").await;
+    assert_sidecar_error_for(&resp, 502, "upstream_tls", "without-cert");
     assert_eq!(
         up.requests().len(),
         1,
@@ -240,17 +217,14 @@ async fn min_version_and_server_name_are_honoured() {
         ),
     ]);
     let sidecar = setup.start().await;
-    let get = |i: usize| {
-        let url = format!("{}/x", sidecar.url(i));
-        async move { attache_tests::get(&url).await.unwrap() }
-    };
+    let get = |i: usize| sidecar.get(i, "/x");
 
     assert_eq!(get(0).await.status, 200);
-    assert_sidecar_error(&get(1).await, 502, "upstream_tls", "b-tls13-only");
+    assert_sidecar_error_for(&get(1).await, 502, "upstream_tls", "b-tls13-only");
     assert_eq!(old.count(), 1);
 
     let resp = get(2).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_sidecar_error(&get(3).await, 502, "upstream_tls", "d-no-sni");
+    assert_sidecar_error_for(&get(3).await, 502, "upstream_tls", "d-no-sni");
     assert_eq!(named.count(), 1);
 }

@@ -8,14 +8,65 @@ use std::time::{Duration, Instant};
 use attache_tests::resilience_harness::{
     assert_gap_at_least, assert_sidecar_error, assert_upstream_response, Rig,
 };
-use attache_tests::{Action, Response};
+use attache_tests::Action;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-fn spawn_get(rig: &Rig, path: &str) -> JoinHandle<Response> {
-    let client = rig.client.clone();
-    let url = rig.url(path);
-    tokio::spawn(async move { client.get(&url).await.expect("a response") })
+/// A rig with one slot (`maxInFlight: 1`, reject mode) in front of an upstream whose response
+/// is far more than every buffer on the way can hold: it streams only as the app reads.
+async fn one_slot_before_a_huge_stream() -> Rig {
+    Rig::start(
+        Action::stream(256 << 20, 64 << 10),
+        json!({
+            "concurrency": {"maxInFlight": 1},
+            "rateLimit": {"requests": 1000, "onLimit": "reject"},
+        }),
+    )
+    .await
+}
+
+/// A response streaming to an app that reads its body only when told to, on a connection of
+/// its own.
+struct Streaming {
+    sender: SendRequest<Empty<Bytes>>,
+    conn: JoinHandle<hyper::Result<()>>,
+    body: Incoming,
+}
+
+impl Streaming {
+    /// GET `/big` through the sidecar; returns once the 200's headers arrived.
+    async fn start(rig: &Rig) -> Streaming {
+        let tcp = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get("/big")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        Streaming {
+            sender,
+            conn,
+            body: resp.into_body(),
+        }
+    }
+
+    /// The app goes away mid-body.
+    fn abandon(self) {
+        let Streaming { sender, conn, body } = self;
+        drop(body);
+        drop(sender);
+        conn.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +81,7 @@ async fn max_in_flight_plus_one_concurrent_requests_get_exactly_one_overloaded()
     )
     .await;
     let up = rig.up();
-    let all: Vec<_> = (0..3).map(|_| spawn_get(&rig, "/slow")).collect();
+    let all: Vec<_> = (0..3).map(|_| rig.spawn_get("/slow")).collect();
     let mut ok = 0;
     let mut overloaded = 0;
     for task in all {
@@ -47,7 +98,7 @@ async fn max_in_flight_plus_one_concurrent_requests_get_exactly_one_overloaded()
     assert_eq!(up.count(), 2, "the refused one never reached the upstream");
 
     // The same, step by step: two in flight (the gauge shows them), the third refused at once.
-    let first: Vec<_> = (0..2).map(|_| spawn_get(&rig, "/slow")).collect();
+    let first: Vec<_> = (0..2).map(|_| rig.spawn_get("/slow")).collect();
     assert!(up.wait_for_count(4, Duration::from_secs(10)).await);
     assert_eq!(
         rig.metric("attache_inflight_requests", &[]).await,
@@ -87,7 +138,7 @@ async fn queue_mode_waits_for_a_free_slot() {
     )
     .await;
     let up = rig.up();
-    let first = spawn_get(&rig, "/a");
+    let first = rig.spawn_get("/a");
     assert!(up.wait_for_count(1, Duration::from_secs(10)).await);
     let resp = rig.get("/b").await;
     assert_upstream_response(&resp, 200, 1);
@@ -107,7 +158,7 @@ async fn queue_mode_gives_up_after_max_queue_wait() {
     )
     .await;
     let up = rig.up();
-    let first = spawn_get(&rig, "/a");
+    let first = rig.spawn_get("/a");
     assert!(up.wait_for_count(1, Duration::from_secs(10)).await);
     let started = Instant::now();
     let resp = rig.get("/b").await;
@@ -124,42 +175,16 @@ async fn queue_mode_gives_up_after_max_queue_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_response_keeps_its_slot_until_the_body_is_done() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::TokioIo;
-
-    // Far more than every buffer on the way can hold: it streams only as the app reads.
-    let rig = Rig::start(
-        Action::stream(256 << 20, 64 << 10),
-        json!({
-            "concurrency": {"maxInFlight": 1},
-            "rateLimit": {"requests": 1000, "onLimit": "reject"},
-        }),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("/big")
-        .header("host", "localhost")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let frame = body.frame().await.expect("a first chunk").unwrap();
+    let rig = one_slot_before_a_huge_stream().await;
+    let mut stream = Streaming::start(&rig).await;
+    let frame = stream.body.frame().await.expect("a first chunk").unwrap();
     assert!(frame.is_data());
 
     // The body is still streaming: its slot is taken.
     assert_sidecar_error(&rig.get("/other").await, 503, "overloaded");
 
     // The app goes away mid-body: the slot comes back.
-    drop(body);
-    drop(sender);
-    conn.abort();
+    stream.abandon();
     rig.up().set_default_action(Action::respond(200, "small"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -179,34 +204,11 @@ async fn a_streaming_response_keeps_its_slot_until_the_body_is_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflight_gauge_agrees_with_the_bulkhead_during_a_stream() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::TokioIo;
-
     // An operator who sees `overloaded` ("1 requests already in flight") looks at
     // attache_inflight_requests: it must show the request that holds the slot.
-    let rig = Rig::start(
-        Action::stream(256 << 20, 64 << 10),
-        json!({
-            "concurrency": {"maxInFlight": 1},
-            "rateLimit": {"requests": 1000, "onLimit": "reject"},
-        }),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("/big")
-        .header("host", "localhost")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    assert!(body.frame().await.is_some(), "the stream started");
+    let rig = one_slot_before_a_huge_stream().await;
+    let mut stream = Streaming::start(&rig).await;
+    assert!(stream.body.frame().await.is_some(), "the stream started");
     let refused = rig.get("/other").await;
     assert_sidecar_error(&refused, 503, "overloaded");
     assert_eq!(
@@ -215,7 +217,5 @@ async fn inflight_gauge_agrees_with_the_bulkhead_during_a_stream() {
         "the sidecar refused a request because one is in flight ({}), yet the gauge says",
         refused.json()["message"]
     );
-    drop(body);
-    drop(sender);
-    conn.abort();
+    stream.abandon();
 }

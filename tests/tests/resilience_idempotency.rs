@@ -20,6 +20,11 @@ fn policies(idempotency_key: serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// A rig whose upstream answers 200 to anything unscripted, with [`policies`].
+async fn start(idempotency_key: serde_json::Value) -> Rig {
+    Rig::start(Action::respond(200, "ok"), policies(idempotency_key)).await
+}
+
 fn flaky_then_created() -> Vec<Action> {
     vec![
         Action::respond(503, "busy"),
@@ -43,11 +48,7 @@ fn keyed_post(rig: &Rig, path: &str, header: &str, key: &str) -> Request<Bytes> 
 
 #[tokio::test]
 async fn unkeyed_post_and_patch_are_sent_once_when_generate_is_false() {
-    let rig = Rig::start(
-        Action::respond(200, "ok"),
-        policies(json!({"generate": false})),
-    )
-    .await;
+    let rig = start(json!({"generate": false})).await;
     let up = rig.up();
     up.script("/charge", flaky_then_created());
     let resp = rig.post("/charge", r#"{"amount": 5}"#).await;
@@ -61,13 +62,7 @@ async fn unkeyed_post_and_patch_are_sent_once_when_generate_is_false() {
     );
 
     up.script("/patch", flaky_then_created());
-    let resp = rig
-        .send(
-            Request::patch(rig.url("/patch"))
-                .body(Bytes::from_static(b"{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = rig.patch("/patch", b"{}").await;
     assert_upstream_response(&resp, 503, 1);
     assert_eq!(up.requests_for("/patch").len(), 1);
     assert_eq!(rig.retries("503").await, 0.0);
@@ -75,11 +70,7 @@ async fn unkeyed_post_and_patch_are_sent_once_when_generate_is_false() {
 
 #[tokio::test]
 async fn generated_key_is_kept_across_attempts_and_fresh_per_request() {
-    let rig = Rig::start(
-        Action::respond(200, "ok"),
-        policies(json!({"generate": true})),
-    )
-    .await;
+    let rig = start(json!({"generate": true})).await;
     let up = rig.up();
     up.script("/charge", flaky_then_created());
     let resp = rig.post("/charge", r#"{"amount": 5}"#).await;
@@ -116,13 +107,7 @@ async fn generated_key_is_kept_across_attempts_and_fresh_per_request() {
 
     // PATCH gets a key too; GET (idempotent already) does not.
     up.script("/patch", vec![Action::respond(503, "busy")]);
-    let resp = rig
-        .send(
-            Request::patch(rig.url("/patch"))
-                .body(Bytes::from_static(b"{}"))
-                .unwrap(),
-        )
-        .await;
+    let resp = rig.patch("/patch", b"{}").await;
     assert_upstream_response(&resp, 200, 2);
     let seen = up.requests_for("/patch");
     assert_eq!(seen.len(), 2);
@@ -148,11 +133,7 @@ async fn generated_key_is_kept_across_attempts_and_fresh_per_request() {
 
 #[tokio::test]
 async fn post_carrying_the_configured_key_header_is_retried_with_that_key() {
-    let rig = Rig::start(
-        Action::respond(200, "ok"),
-        policies(json!({"header": "X-Request-Key", "generate": false})),
-    )
-    .await;
+    let rig = start(json!({"header": "X-Request-Key", "generate": false})).await;
     let up = rig.up();
     up.script("/charge", flaky_then_created());
     let resp = rig
@@ -175,11 +156,7 @@ async fn post_carrying_the_configured_key_header_is_retried_with_that_key() {
 
 #[tokio::test]
 async fn bodies_beyond_the_replay_buffer_are_sent_once() {
-    let rig = Rig::start(
-        Action::respond(200, "ok"),
-        policies(json!({"generate": true})),
-    )
-    .await;
+    let rig = start(json!({"generate": true})).await;
     let up = rig.up();
     // 60 KiB fits the 64 KiB replay buffer: retried, same bytes every time.
     let small = Bytes::from(vec![b's'; 60 * 1024]);

@@ -20,16 +20,10 @@ fn retry() -> serde_json::Value {
 
 /// `n` GETs to `path` sent at once; responses in completion order.
 async fn concurrent_gets(rig: &Rig, path: &str, n: usize) -> Vec<Response> {
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let client = rig.client.clone();
-            let url = rig.url(path);
-            tokio::spawn(async move { client.get(&url).await })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..n).map(|_| rig.spawn_get(path)).collect();
     let mut out = Vec::new();
     for t in tasks {
-        out.push(t.await.unwrap().expect("a response"));
+        out.push(t.await.unwrap());
     }
     out
 }

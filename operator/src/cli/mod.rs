@@ -9,13 +9,13 @@ use std::{
     process::ExitCode,
 };
 
-use attache_api::RenderOptions;
+use attache_api::{fs::DirSecretSource, RenderOptions};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     crd::{self, CrdError},
     manifests::{self, Inputs},
-    render::{self, write::WriteError, DirSecretSource},
+    render::{self, write::WriteError},
     validate,
 };
 
@@ -52,8 +52,9 @@ pub enum Command {
     /// layout `attache-sidecar run --config-dir OUT` serves. Kubernetes objects are stood in
     /// for by files: key KEY of Secret NAME is DIR/NAME/KEY (a kubernetes.io/tls Secret is
     /// DIR/NAME/tls.crt and DIR/NAME/tls.key), and a CA bundle from a ConfigMap
-    /// (tls.caBundleRef.kind: ConfigMap) is read from DIR/NAME/KEY as well. Nothing is written
-    /// unless every integration renders.
+    /// (tls.caBundleRef.kind: ConfigMap) is read from DIR/NAME/KEY as well. Names and keys
+    /// follow Kubernetes' rules; files may be symlinks and hold at most 1 MiB. Nothing is
+    /// written unless every integration renders.
     Render(RenderArgs),
     /// Print the objects as the sidecar injector would mutate them (like `linkerd inject`).
     ///

@@ -4,16 +4,15 @@
 //!
 //! The bytes come from [`attache_api::render`], the function the controller uses, so the
 //! offline output and the cluster's cannot disagree. Everything is rendered before anything
-//! is written: one missing Secret leaves `OUT` untouched.
+//! is written: one missing Secret leaves `OUT` untouched. Secrets and ConfigMaps are read from
+//! a folder by [`attache_api::fs::DirSecretSource`], as the sidecar's local mode reads them.
 
-pub mod dir_source;
 pub mod write;
 
 use std::collections::BTreeMap;
 
-use attache_api::{render, RenderError, RenderOptions, Rendered};
+use attache_api::{fs::DirSecretSource, render, RenderError, RenderOptions, Rendered};
 
-pub use self::dir_source::DirSecretSource;
 use crate::validate::Report;
 
 /// One integration, rendered.

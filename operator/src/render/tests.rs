@@ -1,6 +1,9 @@
 use std::{fs, path::Path};
 
-use attache_api::config::{files, CONFIG_FILE};
+use attache_api::{
+    config::{files, CONFIG_FILE},
+    fs::DirSecretSource,
+};
 
 use super::{write::write_integration, *};
 use crate::{

@@ -1,7 +1,10 @@
 //! `metadata` checks: the CRD's schema says only `type: object` there, because the API server
 //! validates ObjectMeta itself. These are the checks it makes that a manifest can fail.
 
-use attache_api::FieldError;
+use attache_api::{
+    names::{dns_label, dns_subdomain},
+    FieldError,
+};
 use serde_json::Value;
 
 /// ObjectMeta fields a manifest may carry; anything else is an unknown field.
@@ -88,44 +91,6 @@ pub fn check(metadata: Option<&Value>) -> Vec<FieldError> {
     errs
 }
 
-/// A DNS-1123 subdomain, which Kubernetes requires of most object names.
-pub fn dns_subdomain(s: &str) -> Result<(), &'static str> {
-    if s.is_empty() {
-        return Err("must not be empty");
-    }
-    if s.len() > 253 {
-        return Err("must be at most 253 characters");
-    }
-    if !s.split('.').all(label_chars) {
-        return Err(
-            "use lower case letters, digits, '-' and '.', starting and ending with a letter or digit",
-        );
-    }
-    Ok(())
-}
-
-/// A DNS-1123 label, which Kubernetes requires of namespace names.
-pub fn dns_label(s: &str) -> Result<(), &'static str> {
-    if s.len() > 63 {
-        return Err("must be at most 63 characters");
-    }
-    if !label_chars(s) {
-        return Err(
-            "use lower case letters, digits and '-', starting and ending with a letter or digit",
-        );
-    }
-    Ok(())
-}
-
-fn label_chars(l: &str) -> bool {
-    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let bytes = l.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(&f), Some(&e)) => ok(f) && ok(e) && bytes.iter().all(|&b| ok(b) || b == b'-'),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -134,27 +99,6 @@ mod tests {
 
     fn errs(v: Value) -> Vec<String> {
         check(Some(&v)).into_iter().map(|e| e.to_string()).collect()
-    }
-
-    #[test]
-    fn names_follow_kubernetes_rules() {
-        for good in ["stripe", "a", "bank-api.v2", "0x"] {
-            assert!(dns_subdomain(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "Stripe",
-            "-a",
-            "a-",
-            "a..b",
-            "a_b",
-            "../x",
-            "a/b",
-            &"a".repeat(254),
-        ] {
-            assert!(dns_subdomain(bad).is_err(), "{bad}");
-        }
-        assert!(dns_label("a.b").is_err());
     }
 
     #[test]

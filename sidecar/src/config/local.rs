@@ -1,64 +1,17 @@
-//! Local mode: ExternalIntegration manifests + `DIR/<secret-name>/<key>` files.
+//! Local mode: ExternalIntegration manifests + `DIR/<secret-name>/<key>` files, read by
+//! [`DirSecretSource`], the reader `attache-operator render` uses too.
 
 use std::path::{Path, PathBuf};
 
-use attache_api::{
-    manifest::parse_integrations, render, RenderOptions, SecretBytes, SecretSource, SourceError,
-};
+use attache_api::{fs::DirSecretSource, manifest::parse_integrations, render, RenderOptions};
 
 use super::{read, LoadError, LoadedIntegration};
-
-/// Secrets (and CA ConfigMaps) as files: `DIR/<object-name>/<key>`, the way a Kubernetes
-/// Secret volume lays them out.
-pub struct DirSecretSource {
-    dir: Option<PathBuf>,
-}
-
-impl DirSecretSource {
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
-    }
-
-    fn lookup(&self, name: &str, key: &str) -> Result<SecretBytes, SourceError> {
-        let Some(dir) = &self.dir else {
-            return Err(SourceError::Unavailable(
-                "no --secrets-dir given".to_string(),
-            ));
-        };
-        // Names come from manifests: refuse anything that could walk out of the folder.
-        let safe = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
-        if !safe(name) || !safe(key) {
-            return Err(SourceError::Unavailable(format!(
-                "{name}/{key} is not a valid object name and key"
-            )));
-        }
-        let obj = dir.join(name);
-        if !obj.is_dir() {
-            return Err(SourceError::ObjectNotFound);
-        }
-        match std::fs::read(obj.join(key)) {
-            Ok(b) => Ok(SecretBytes::new(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SourceError::KeyNotFound),
-            Err(e) => Err(SourceError::Unavailable(e.to_string())),
-        }
-    }
-}
-
-impl SecretSource for DirSecretSource {
-    fn secret_key(&self, name: &str, key: &str) -> Result<SecretBytes, SourceError> {
-        self.lookup(name, key)
-    }
-
-    fn config_map_key(&self, name: &str, key: &str) -> Result<SecretBytes, SourceError> {
-        self.lookup(name, key)
-    }
-}
 
 pub(super) fn load(
     manifests: &[PathBuf],
     secrets_dir: Option<&Path>,
 ) -> Result<Vec<LoadedIntegration>, LoadError> {
-    let source = DirSecretSource::new(secrets_dir.map(Path::to_path_buf));
+    let source = secrets_dir.map_or_else(DirSecretSource::without_dir, DirSecretSource::new);
     let mut out = Vec::new();
     for path in manifests {
         let text = String::from_utf8(read(path)?).map_err(|_| LoadError::Invalid {

@@ -17,8 +17,6 @@ use std::{
 
 use attache_api::{SecretBytes, SidecarConfig};
 
-pub use self::local::DirSecretSource;
-
 /// One integration's config and secret files, as read from disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedIntegration {
