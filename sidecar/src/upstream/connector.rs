@@ -6,7 +6,6 @@
 //! integration.
 
 use std::{
-    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -19,10 +18,7 @@ use std::{
 };
 
 use hyper::Uri;
-use hyper_util::{
-    client::legacy::connect::{Connected, Connection},
-    rt::TokioIo,
-};
+use hyper_util::rt::TokioIo;
 use rustls::{client::ResolvesClientCert, ClientConfig};
 use rustls_pki_types::ServerName;
 use tokio::{
@@ -88,25 +84,15 @@ impl Connector {
             }),
         }
     }
-}
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamConn;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.connect(uri).await })
+    /// Opens a connection to the scheme and authority of `uri` (its path is ignored).
+    pub async fn connect(&self, uri: &Uri) -> Result<UpstreamConn, ConnectError> {
+        self.inner.connect(uri).await
     }
 }
 
 impl Inner {
-    async fn connect(&self, uri: Uri) -> Result<UpstreamConn, ConnectError> {
+    async fn connect(&self, uri: &Uri) -> Result<UpstreamConn, ConnectError> {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") if self.allow_plain_http => false,
@@ -187,8 +173,8 @@ async fn tcp_connect(host: &str, port: u16, authority: &str) -> Result<TcpStream
 ///
 /// In TLS 1.3 a server refuses our certificate only after the handshake, with an alert on the
 /// first read; by the time that surfaces as a request error, HTTP/2 has reduced it to text or
-/// to "operation was canceled". The slot travels with the connection's info (hyper-util's
-/// `Connected::extra`), so the request path can still tell a TLS refusal from a reset.
+/// to "operation was canceled". The slot travels with the connection (see
+/// [`UpstreamConn::tls_failure`]), so the pool can still tell a TLS refusal from a reset.
 ///
 /// A server that refuses the certificate often closes or resets the connection before its
 /// alert can be read (the client sees only a broken pipe). So the slot also records whether the
@@ -266,7 +252,7 @@ impl ResolvesClientCert for RecordingResolver {
     }
 }
 
-/// A connection to the upstream, plain or TLS, as hyper's pool wants it.
+/// A connection to the upstream, plain or TLS, ready for a hyper client handshake.
 pub struct UpstreamConn {
     io: TokioIo<Stream>,
     h2: bool,
@@ -295,16 +281,15 @@ impl UpstreamConn {
             tls_failure,
         }
     }
-}
 
-impl Connection for UpstreamConn {
-    fn connected(&self) -> Connected {
-        let c = Connected::new().extra(self.tls_failure.clone());
-        if self.h2 {
-            c.negotiated_h2()
-        } else {
-            c
-        }
+    /// True when TLS negotiated HTTP/2 through ALPN.
+    pub fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// This connection's TLS failure record (empty for plain connections).
+    pub fn tls_failure(&self) -> &TlsFailure {
+        &self.tls_failure
     }
 }
 

@@ -1,26 +1,35 @@
-//! The upstream side: pooled HTTP/1.1 and HTTP/2 connections to the third party, with errors
-//! classified by what they mean for the request (was anything sent?).
+//! The upstream side: connections to the third party (`connector`, with the integration's
+//! `tls` settings), kept open between requests by `pool`, and failures classified here by what
+//! they mean for the request (was anything sent? was it refused at the TLS layer?).
 
 pub mod connector;
+pub mod pool;
 pub mod tls;
 
-use std::{error::Error as StdError, time::Duration};
+use std::{
+    error::Error as StdError,
+    sync::{Arc, RwLock},
+};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 pub use self::connector::{ConnectError, Connector};
+use self::pool::{Pool, PoolConfig, PoolError};
 use crate::{body::Body, proxy::errors::ErrorCode};
 
-/// Idle pooled connections are closed after this; third parties commonly drop them at 60-120 s.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
-const POOL_MAX_IDLE_PER_HOST: usize = 64;
-
 /// A pooled client bound to one integration's TLS settings.
+///
+/// One pool per upstream authority: in practice the integration's upstream, plus its OAuth2
+/// token endpoint when that lives elsewhere, so finding the pool is a scan of one or two.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<Connector, Body>,
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    connector: Connector,
+    pools: RwLock<Vec<Pool>>,
 }
 
 /// How one attempt failed, and whether the upstream could have seen it.
@@ -70,38 +79,62 @@ impl AttemptError {
 
 impl UpstreamClient {
     pub fn new(connector: Connector) -> Self {
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            // The Host header is set by the request path from the integration's config.
-            .set_host(false)
-            .build(connector);
-        Self { inner }
+        Self {
+            inner: Arc::new(ClientInner {
+                connector,
+                pools: RwLock::new(Vec::new()),
+            }),
+        }
     }
 
-    /// Sends one attempt and returns once the response head arrived.
+    /// Sends one attempt and returns once the response head arrived. The request's URI is
+    /// absolute; the `Host` header is the caller's to set.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Incoming>, AttemptError> {
-        self.inner.request(req).await.map_err(classify)
+        let pool = self.pool_for(req.uri()).map_err(AttemptError::Connect)?;
+        pool.send(req).await.map_err(classify)
+    }
+
+    fn pool_for(&self, uri: &Uri) -> Result<Pool, ConnectError> {
+        let pools = &self.inner.pools;
+        if let Some(p) = pools
+            .read()
+            .expect("pools lock")
+            .iter()
+            .find(|p| p.serves(uri))
+        {
+            return Ok(p.clone());
+        }
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(ConnectError::InvalidUri(uri.to_string()));
+        };
+        let dst = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| ConnectError::InvalidUri(uri.to_string()))?;
+        let mut pools = pools.write().expect("pools lock");
+        if let Some(p) = pools.iter().find(|p| p.serves(uri)) {
+            return Ok(p.clone());
+        }
+        let pool = Pool::new(self.inner.connector.clone(), dst, PoolConfig::default());
+        pools.push(pool.clone());
+        Ok(pool)
     }
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
-    if let Some(info) = e.connect_info() {
-        let mut ext = http::Extensions::new();
-        info.get_extras(&mut ext);
-        if let Some(reason) = ext.get::<connector::TlsFailure>().and_then(|f| f.reason()) {
-            return AttemptError::Tls(reason);
-        }
+/// What a failure means for the request: a TLS refusal (whatever hyper made of it), no
+/// connection at all, or a connection that broke after the request went out.
+fn classify(e: PoolError) -> AttemptError {
+    let (error, tls) = match e {
+        PoolError::Connect(e) => return AttemptError::Connect(e),
+        PoolError::Http { error, tls } => (error, tls),
+    };
+    if let Some(reason) = tls.reason() {
+        return AttemptError::Tls(reason);
     }
-    let mut source: Option<&(dyn StdError + 'static)> = e.source();
-    let connect = e.is_connect();
-    let mut detail = String::new();
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&error);
     while let Some(s) = source {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return AttemptError::Connect(clone_connect(ce));
-        }
         if let Some(te) = s.downcast_ref::<rustls::Error>() {
             return AttemptError::Tls(te.to_string());
         }
@@ -110,44 +143,7 @@ fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
                 return AttemptError::Tls(te.to_string());
             }
         }
-        if detail.is_empty() {
-            detail = s.to_string();
-        }
         source = s.source();
     }
-    if detail.is_empty() {
-        detail = e.to_string();
-    }
-    if connect {
-        return AttemptError::Connect(ConnectError::Connect {
-            authority: String::new(),
-            source: std::io::Error::other(detail),
-        });
-    }
-    AttemptError::Reset(detail)
-}
-
-/// `ConnectError` holds an `io::Error` (not `Clone`); rebuild it from the borrowed one.
-fn clone_connect(e: &ConnectError) -> ConnectError {
-    let io = |s: &std::io::Error| std::io::Error::new(s.kind(), s.to_string());
-    match e {
-        ConnectError::Timeout { authority, timeout } => ConnectError::Timeout {
-            authority: authority.clone(),
-            timeout: *timeout,
-        },
-        ConnectError::Resolve { host, source } => ConnectError::Resolve {
-            host: host.clone(),
-            source: io(source),
-        },
-        ConnectError::Connect { authority, source } => ConnectError::Connect {
-            authority: authority.clone(),
-            source: io(source),
-        },
-        ConnectError::Tls { authority, source } => ConnectError::Tls {
-            authority: authority.clone(),
-            source: io(source),
-        },
-        ConnectError::InvalidUri(u) => ConnectError::InvalidUri(u.clone()),
-        ConnectError::Insecure(u) => ConnectError::Insecure(u.clone()),
-    }
+    AttemptError::Reset(error.to_string())
 }
