@@ -98,7 +98,7 @@ impl UpstreamClient {
         let pools = &self.inner.pools;
         if let Some(p) = pools
             .read()
-            .expect("pools lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .find(|p| p.serves(uri))
         {
@@ -113,7 +113,9 @@ impl UpstreamClient {
             .path_and_query("/")
             .build()
             .map_err(|_| ConnectError::InvalidUri(uri.to_string()))?;
-        let mut pools = pools.write().expect("pools lock");
+        let mut pools = pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(p) = pools.iter().find(|p| p.serves(uri)) {
             return Ok(p.clone());
         }

@@ -289,7 +289,11 @@ impl Pool {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("pool lock")
+        // A panic elsewhere while holding the lock leaves the stack consistent (every change
+        // is a single push or pop), so keep serving rather than fail every request after it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A pooled connection that can take a request now, if any; drops what has expired or closed.
@@ -514,7 +518,9 @@ impl Http1 {
 
 impl Home {
     fn parked(&self) -> std::sync::MutexGuard<'_, Option<http1::SendRequest<Body>>> {
-        self.parked.lock().expect("parked connection lock")
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
