@@ -22,20 +22,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+    // Remove only what is there (one hash each), not the whole list: `Connection: keep-alive`
+    // alone is common (Python requests, many SDKs) and must not cost nine lookups.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
         .collect();
-    for h in named {
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok()),
+    );
+    for h in doomed {
         headers.remove(h);
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// A header that never crosses the proxy. Headers that `Connection` names are only found by
