@@ -353,7 +353,7 @@ fn attempt_outcome(e: &AttemptError) -> AttemptOutcome {
         }
         AttemptError::Connect(_) => AttemptOutcome::ConnectFailure,
         AttemptError::Tls(_) => AttemptOutcome::TlsFailure,
-        AttemptError::Reset(_) | AttemptError::Other(_) => AttemptOutcome::Reset,
+        AttemptError::Reset(_) => AttemptOutcome::Reset,
     }
 }
 

@@ -44,8 +44,6 @@ pub enum AttemptError {
     /// The connection broke after the request went out, before a complete response head.
     #[error("connection closed or reset by the upstream: {0}")]
     Reset(String),
-    #[error("upstream request failed: {0}")]
-    Other(String),
 }
 
 impl AttemptError {
@@ -72,7 +70,6 @@ impl AttemptError {
             AttemptError::Connect(ConnectError::Timeout { .. }) => "connect_timeout",
             AttemptError::Connect(_) => "connect_error",
             AttemptError::Reset(_) => "reset",
-            AttemptError::Other(_) => "error",
         }
     }
 }
