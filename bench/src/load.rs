@@ -243,8 +243,10 @@ impl Stats {
 type Shared = Arc<Mutex<Stats>>;
 type Sender = SendRequest<Empty<Bytes>>;
 
-/// Sends one request and reads the whole response body. A connection that the server closed
-/// while idle is replaced first: nothing was sent on it, so that is not a failure.
+/// Sends one request and reads the whole response body. A connection that is closed or broken
+/// (the server closed it while idle, or an earlier exchange failed on it) is replaced first:
+/// this is the one place connections are renewed, and a failed reconnect is this request's
+/// failure.
 async fn exchange(sender: &mut Sender, target: &Target) -> Result<http::StatusCode, String> {
     if sender.ready().await.is_err() {
         *sender = target
@@ -366,18 +368,10 @@ async fn open_loop(
         in_flight.spawn(async move {
             let outcome = exchange(&mut sender, &target).await;
             if measured {
-                lock(&stats).record(outcome.clone(), began.elapsed());
+                lock(&stats).record(outcome, began.elapsed());
             }
-            if outcome.is_err() || sender.is_closed() {
-                // A broken connection is replaced, so the pool keeps its size.
-                match target.connect().await {
-                    Ok(fresh) => sender = fresh,
-                    Err(e) => {
-                        lock(&stats).fail(format!("reconnect: {e}"));
-                        return;
-                    }
-                }
-            }
+            // Back even when broken: the next exchange on it replaces it, so the pool keeps
+            // its size.
             let _ = idle_tx.send(sender);
         });
         // Reap finished tasks so the set does not grow with the run.
@@ -429,16 +423,7 @@ async fn closed_loop(
                 }
                 let outcome = exchange(&mut sender, &target).await;
                 if measured {
-                    lock(&stats).record(outcome.clone(), began.elapsed());
-                }
-                if outcome.is_err() || sender.is_closed() {
-                    match target.connect().await {
-                        Ok(fresh) => sender = fresh,
-                        Err(e) => {
-                            lock(&stats).fail(format!("reconnect: {e}"));
-                            return;
-                        }
-                    }
+                    lock(&stats).record(outcome, began.elapsed());
                 }
             }
         });

@@ -7,6 +7,25 @@ fn sidecar() -> Command {
     Command::new(env!("CARGO_BIN_EXE_attache-sidecar"))
 }
 
+/// `attache-sidecar run --manifest M EXTRA` on ephemeral ports; for runs expected to fail
+/// before binding anything.
+fn run_manifest(m: &std::path::Path, extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    sidecar()
+        .args(["run", "--manifest"])
+        .arg(m)
+        .args(extra)
+        .args([
+            "--first-port",
+            "0",
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap()
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("attache-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -35,19 +54,7 @@ fn invalid_manifest_names_file_and_field() {
          spec:\n  upstream: {url: \"http://plain.example\"}\n",
     )
     .unwrap();
-    let out = sidecar()
-        .args(["run", "--manifest"])
-        .arg(&m)
-        .args([
-            "--first-port",
-            "0",
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = run_manifest(&m, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml"), "{err}");
@@ -65,21 +72,7 @@ fn missing_secret_is_named() {
          spec:\n  upstream: {url: \"https://api.stripe.com\"}\n  auth:\n    bearer: {secretKeyRef: {name: stripe-key, key: api-key}}\n",
     )
     .unwrap();
-    let out = sidecar()
-        .args(["run", "--manifest"])
-        .arg(&m)
-        .arg("--secrets-dir")
-        .arg(&d)
-        .args([
-            "--first-port",
-            "0",
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = run_manifest(&m, &["--secrets-dir".as_ref(), d.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -70,6 +70,19 @@ async fn reloads(sidecar: &Sidecar, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// When the sidecar counted its first rejected reload; panics naming `what` if it never did.
+async fn first_rejection(sidecar: &Sidecar, what: &str) -> Instant {
+    sidecar
+        .wait_metric(
+            "attache_config_reloads_total",
+            &[("result", "failure")],
+            1.0,
+            GIVE_UP,
+        )
+        .await
+        .unwrap_or_else(|v| panic!("{what} never counted as a failure (last {v:?})"))
+}
+
 #[tokio::test]
 async fn credential_rotation_under_continuous_traffic_fails_no_request() {
     let ca = TestCa::new("reload ca");
@@ -162,15 +175,7 @@ async fn an_invalid_manifest_edit_is_rejected_and_the_previous_config_keeps_serv
     // Plain http:// without allowInsecure: invalid, and would send the key in clear text.
     setup.manifest(&[doc(http_url, "v2 ")]);
     let edited = Instant::now();
-    let rejected_at = sidecar
-        .wait_metric(
-            "attache_config_reloads_total",
-            &[("result", "failure")],
-            1.0,
-            GIVE_UP,
-        )
-        .await
-        .unwrap_or_else(|v| panic!("invalid edit never counted as a failure (last {v:?})"));
+    let rejected_at = first_rejection(&sidecar, "invalid edit").await;
     let mut latencies = vec![("rejection counted".to_string(), rejected_at - edited)];
     // The old config (https, prefix v1) keeps serving after the rejection.
     let after = Instant::now();
@@ -272,15 +277,7 @@ async fn config_dir_mode_serves_and_follows_kubelet_data_symlink_swaps() {
     future.insert("config.json".into(), serde_json::to_vec(&config).unwrap());
     dir.publish("vault", &future);
     let changed = Instant::now();
-    let rejected_at = sidecar
-        .wait_metric(
-            "attache_config_reloads_total",
-            &[("result", "failure")],
-            1.0,
-            GIVE_UP,
-        )
-        .await
-        .unwrap_or_else(|v| panic!("unreadable config never counted as a failure ({v:?})"));
+    let rejected_at = first_rejection(&sidecar, "unreadable config").await;
     latencies.push(("rejection counted".into(), rejected_at - changed));
     let after = Instant::now();
     wait_more_requests(&up, after, 20).await;

@@ -136,26 +136,15 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         outcome.percentile(100.0)
     );
     println!("\nWhat the third party saw:");
-    println!(
-        "  requests received            {:>5}",
-        s.requests.load(Ordering::Relaxed)
-    );
-    println!(
-        "  errors it served (5xx)       {:>5}",
-        s.failures_served.load(Ordering::Relaxed)
-    );
-    println!(
-        "  throttles it served (429)    {:>5}",
-        s.throttles_served.load(Ordering::Relaxed)
-    );
-    println!(
-        "  requests without valid key   {:>5}",
-        s.unauthorized.load(Ordering::Relaxed)
-    );
-    println!(
-        "  TLS handshakes rejected      {:>5}",
-        s.handshakes_rejected.load(Ordering::Relaxed)
-    );
+    for (what, count) in [
+        ("requests received", &s.requests),
+        ("errors it served (5xx)", &s.failures_served),
+        ("throttles it served (429)", &s.throttles_served),
+        ("requests without valid key", &s.unauthorized),
+        ("TLS handshakes rejected", &s.handshakes_rejected),
+    ] {
+        println!("  {what:<28} {:>5}", count.load(Ordering::Relaxed));
+    }
     println!("  payments (idempotency keys)  {keys_seen:>5} ({retried_keys} retried, {duplicate_charges} charged twice)");
 
     let total = outcome.requests.len();

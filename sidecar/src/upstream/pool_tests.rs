@@ -452,13 +452,14 @@ async fn a_connection_whose_body_was_dropped_midway_is_not_reused() {
     assert_eq!(pool.idle_count(), 1);
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_a_typed_connect_error() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    let s = server(1).await;
-    let connector = s.pool(PoolConfig::default()).shared.connector.clone();
+/// Sends `GET /` through a new pool to `addr`, an address none of the test servers own.
+async fn send_to(addr: std::net::SocketAddr) -> Result<Response<Incoming>, PoolError> {
+    let connector = server(1)
+        .await
+        .pool(PoolConfig::default())
+        .shared
+        .connector
+        .clone();
     let pool = Pool::new(
         connector,
         format!("http://{addr}/").parse().unwrap(),
@@ -467,7 +468,15 @@ async fn a_refused_connection_is_a_typed_connect_error() {
     let req = Request::get(format!("http://{addr}/"))
         .body(body::empty())
         .unwrap();
-    match pool.send(req).await {
+    pool.send(req).await
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_typed_connect_error() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    match send_to(addr).await {
         Err(PoolError::Connect(ConnectError::Connect { .. })) => {}
         other => panic!("expected a connect error, got {other:?}"),
     }
@@ -644,17 +653,7 @@ async fn a_fresh_connection_that_fails_is_an_error() {
             drop(tcp);
         }
     });
-    let s = server(1).await;
-    let connector = s.pool(PoolConfig::default()).shared.connector.clone();
-    let pool = Pool::new(
-        connector,
-        format!("http://{addr}/").parse().unwrap(),
-        PoolConfig::default(),
-    );
-    let req = Request::get(format!("http://{addr}/"))
-        .body(body::empty())
-        .unwrap();
-    match pool.send(req).await {
+    match send_to(addr).await {
         Err(PoolError::Http { .. }) => {}
         other => panic!("expected an HTTP error, got {other:?}"),
     }
