@@ -302,7 +302,7 @@ pub struct RateLimitConfig {
 impl RateLimitConfig {
     /// This pod's share of the period: one request may start every `pod_interval`.
     pub fn pod_interval(&self) -> std::time::Duration {
-        let per = self.per.as_duration() * self.pods.max(1);
+        let per = self.per.as_duration().saturating_mul(self.pods.max(1));
         per / self.requests.max(1)
     }
 }

@@ -312,3 +312,27 @@ async fn token_endpoint_failure_is_upstream_auth_and_nothing_goes_out_without_cr
         assert!(!output.contains(secret), "{secret} logged");
     }
 }
+
+#[tokio::test]
+async fn an_absurd_expires_in_is_read_as_a_day_not_a_crash() {
+    let ca = TestCa::new("oauth ca");
+    let up = Upstream::echo(&ca).await;
+    // u64::MAX seconds: adding it to the clock overflows.
+    up.script("/token", vec![token("tok-forever", u64::MAX)]);
+    let (_setup, mut sidecar) = start_one(&up, &ca).await;
+    for i in 0..3 {
+        let resp = api_get(&sidecar, &format!("/charges/{i}")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let api = up
+        .requests()
+        .into_iter()
+        .filter(|o| o.key.starts_with("/api/"))
+        .collect::<Vec<_>>();
+    assert_eq!(api.len(), 3);
+    for o in &api {
+        assert_eq!(o.header("authorization"), Some("Bearer tok-forever"));
+    }
+    assert_eq!(up.requests_for("/token").len(), 1, "the token is cached");
+    assert!(sidecar.try_status().is_none(), "{}", sidecar.output());
+}

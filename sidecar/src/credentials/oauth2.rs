@@ -17,12 +17,15 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use crate::{body, upstream::UpstreamClient};
+use crate::{body, clock, upstream::UpstreamClient};
 
 /// Tokens are refreshed this long before `expires_in` runs out (or at 90% of a short lifetime).
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Used when the token endpoint omits `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// A longer `expires_in` is read as this: the token is fetched again at least daily, and an
+/// absurd value from the endpoint cannot overflow the clock.
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token responses are small; anything larger is not a token response.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -207,7 +210,8 @@ impl OAuth2Client {
         let lifetime = parsed
             .expires_in
             .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_LIFETIME);
+            .unwrap_or(DEFAULT_LIFETIME)
+            .min(MAX_LIFETIME);
         let margin = REFRESH_MARGIN.min(lifetime / 10);
         let mut header =
             HeaderValue::try_from(format!("Bearer {}", parsed.access_token)).map_err(|_| {
@@ -220,7 +224,7 @@ impl OAuth2Client {
         tracing::debug!(token_url = %url, lifetime_s = lifetime.as_secs(), "fetched OAuth2 token");
         Ok(Token {
             header,
-            refresh_at: started + lifetime.saturating_sub(margin),
+            refresh_at: clock::after(started, lifetime.saturating_sub(margin)),
         })
     }
 }

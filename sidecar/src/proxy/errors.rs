@@ -100,7 +100,7 @@ pub fn respond(err: &SidecarError, integration: &str) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(d) = err.retry_after {
-        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     resp

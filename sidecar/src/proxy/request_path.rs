@@ -32,6 +32,7 @@ use super::{
 };
 use crate::{
     body::{self, Body, BoxError},
+    clock,
     integration::Integration,
     resilience::{
         backoff,
@@ -44,10 +45,6 @@ use crate::{
     upstream::{AttemptError, ConnectError},
 };
 
-/// Provider holds longer than this are treated as this long: a bogus header must not freeze an
-/// integration for days.
-const MAX_PROVIDER_HOLD: Duration = Duration::from_secs(600);
-
 /// Serves one request for `integration`, recording metrics; never fails.
 pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -57,7 +54,7 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
     let what = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
-    let deadline = started + total;
+    let deadline = clock::after(started, total);
     let result =
         match tokio::time::timeout_at(deadline, forward(&integration, req, deadline, inflight))
             .await
@@ -283,7 +280,7 @@ async fn forward(
                 &mut rand::rng(),
             ),
         };
-        if Instant::now() + delay >= deadline {
+        if delay >= deadline.saturating_duration_since(Instant::now()) {
             tracing::debug!(integration = %ig.name, "no time left for another attempt");
             return match result {
                 Ok(resp) => Ok(finish(resp, attempt, held)),
@@ -328,8 +325,10 @@ fn observe_backpressure(
         _ => None,
     }
     .or_else(|| retry_after::rate_limit_exhausted(headers, now));
+    // Bounded by maxRetryAfter (DESIGN.md): no header can freeze the integration for longer.
+    let hold = hold.map(|d| d.min(ig.config.retry.max_retry_after.as_duration()));
     if let Some(d) = hold.filter(|d| !d.is_zero()) {
-        if ig.policies.gate.hold_for(d.min(MAX_PROVIDER_HOLD)) {
+        if ig.policies.gate.hold_for(d) {
             if status != StatusCode::TOO_MANY_REQUESTS {
                 ig.count_throttled();
             }

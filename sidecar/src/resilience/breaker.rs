@@ -15,6 +15,8 @@ use attache_api::config::{BreakerMode, CircuitBreakerConfig};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
+use crate::clock;
+
 /// Gauge values of `attache_circuit_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
@@ -212,7 +214,7 @@ impl Breaker {
     /// Trips the circuit (for the `trips`-th time since it last closed).
     fn open(&self, s: &mut State, now: Instant, trips: u32) -> CircuitState {
         *s = State::Open {
-            until: now + self.open_duration_for(trips),
+            until: clock::after(now, self.open_duration_for(trips)),
             trips,
         };
         self.gauge.set(CircuitState::Open as i64);

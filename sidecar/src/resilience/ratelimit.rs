@@ -24,6 +24,8 @@ use governor::{
 };
 use tokio::time::Instant;
 
+use crate::clock;
+
 type Gcra =
     governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
@@ -88,7 +90,7 @@ impl RateGate {
     /// Pauses the whole integration for `d` (provider backpressure). Returns true if this
     /// extended the current hold.
     pub fn hold_for(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
+        let until = clock::after(Instant::now(), d);
         let mut h = self.hold_until.lock().expect("hold lock");
         match *h {
             Some(cur) if cur >= until => false,
@@ -156,7 +158,7 @@ impl RateGate {
     ) -> Result<Admitted, Limited> {
         // A hair before the request's own deadline, so the answer is `rate_limited` (with
         // Retry-After) rather than the request timeout firing at the same instant.
-        let deadline = (started + self.max_wait).min(
+        let deadline = clock::after(started, self.max_wait).min(
             request_deadline
                 .checked_sub(Duration::from_millis(5))
                 .unwrap_or(started),
@@ -177,7 +179,7 @@ impl RateGate {
         loop {
             let now = Instant::now();
             if let Some(hold) = self.hold_remaining(now) {
-                if now + hold > deadline {
+                if hold > deadline.saturating_duration_since(now) {
                     return Err(timed_out("provider", hold));
                 }
                 tokio::time::sleep(hold).await;
@@ -185,7 +187,7 @@ impl RateGate {
             }
             match self.try_take() {
                 None => return Ok(Admitted::AfterQueueing(started.elapsed())),
-                Some(wait) if now + wait > deadline => {
+                Some(wait) if wait > deadline.saturating_duration_since(now) => {
                     return Err(timed_out("rate_limit", wait));
                 }
                 Some(wait) => tokio::time::sleep(wait).await,
