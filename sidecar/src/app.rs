@@ -16,7 +16,12 @@ use crate::{
     config::{watch::fingerprint, ConfigSource},
     integration::Snapshot,
     metrics::{Metrics, ReloadLabels},
-    proxy::{self, listener, Live},
+    proxy::{
+        self,
+        connections::{self, ConnectionLimits, Slots},
+        listener::{self, Bounds},
+        Live,
+    },
 };
 
 /// How often config files are checked for changes; changes apply within 2 s (DESIGN.md).
@@ -31,6 +36,8 @@ pub struct SidecarOptions {
     pub listen_ip: std::net::IpAddr,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Header and idle timeouts and the per-listener connection cap of every listener.
+    pub limits: ConnectionLimits,
 }
 
 /// A running sidecar.
@@ -95,6 +102,29 @@ impl Sidecar {
         let proxy_listener = bind(opts.proxy_addr, "the HTTP proxy").await?;
         let admin_listener = bind(opts.admin_addr, "the admin endpoints").await?;
 
+        // The integration and proxy listeners share what the open-files limit allows, so that
+        // the admin listener can always accept.
+        let nofile = connections::open_files_limit();
+        let shared =
+            connections::shared_budget(nofile, opts.limits.max_connections, names.len() + 1);
+        tracing::info!(
+            header_timeout = ?opts.limits.header_timeout, idle_timeout = ?opts.limits.idle_timeout,
+            max_connections = opts.limits.max_connections, open_files_limit = ?nofile,
+            app_connections = shared, "connection limits"
+        );
+        let shared = Arc::new(tokio::sync::Semaphore::new(shared.max(1)));
+        let bounds = |what: &str, slots: Slots| Bounds {
+            limits: opts.limits,
+            slots,
+            what: what.into(),
+        };
+        let data_bounds = |what: &str| {
+            bounds(
+                what,
+                Slots::new(opts.limits.max_connections, Some(shared.clone())),
+            )
+        };
+
         let (stop, stop_rx) = watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let ready = Readiness::default();
@@ -105,6 +135,7 @@ impl Sidecar {
             tracing::info!(integration = %name, %addr, "listening for integration {name} on http://{addr}");
             integration_addrs.push((name.clone(), addr));
             let live = live.clone();
+            let listener_bounds = data_bounds(&format!("integration {name}"));
             let handler = move |req| {
                 let live = live.clone();
                 let name = name.clone();
@@ -115,6 +146,7 @@ impl Sidecar {
                 handler,
                 stop_rx.clone(),
                 graceful.clone(),
+                listener_bounds,
             )));
         }
         let proxy_addr = proxy_listener.local_addr().expect("bound");
@@ -128,6 +160,7 @@ impl Sidecar {
             },
             stop_rx.clone(),
             graceful.clone(),
+            data_bounds("the HTTP proxy"),
         )));
         let admin_addr = admin_listener.local_addr().expect("bound");
         tracing::info!(addr = %admin_addr, "admin (/metrics, /healthz, /readyz) on http://{admin_addr}");
@@ -141,6 +174,15 @@ impl Sidecar {
             },
             stop_rx.clone(),
             Arc::new(GracefulShutdown::new()),
+            bounds(
+                "admin",
+                Slots::new(
+                    opts.limits
+                        .max_connections
+                        .min(connections::ADMIN_MAX_CONNECTIONS),
+                    None,
+                ),
+            ),
         )));
         tasks.push(tokio::spawn(reload_loop(
             opts.source.clone(),

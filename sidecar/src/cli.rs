@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use attache_api::config::ports;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{app::SidecarOptions, config::ConfigSource};
+use crate::{app::SidecarOptions, config::ConfigSource, proxy::connections::ConnectionLimits};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +71,15 @@ pub struct RunArgs {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// The head of a request must arrive within this (from the connection's first byte).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_timeout: Duration,
+    /// Connections with no request in flight are closed after this.
+    #[arg(long, default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+    /// Connections each listener holds at once; more are closed as soon as accepted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +93,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<attache_api::KubeDuration>()
         .map(Duration::from)
         .map_err(|e| e.to_string())
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
 }
 
 impl RunArgs {
@@ -101,6 +117,11 @@ impl RunArgs {
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             proxy_addr: self.proxy_addr,
             admin_addr: self.admin_addr,
+            limits: ConnectionLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections as usize,
+            },
         }
     }
 }
@@ -159,6 +180,7 @@ mod tests {
         };
         assert_eq!(r.manifest.len(), 2);
         assert_eq!(r.drain_timeout, Duration::from_secs(5));
+        assert_eq!(r.options().limits, ConnectionLimits::default());
         assert!(
             Cli::try_parse_from(["attache-sidecar", "run"]).is_err(),
             "a source is required"

@@ -196,6 +196,12 @@ impl LocalSetup {
         Sidecar::start(self.source_args(), self.integrations, extra).await
     }
 
+    /// Like [`LocalSetup::start_with`], run through `wrapper` (see [`Sidecar::start_under`]).
+    pub async fn start_under(&self, wrapper: &[&str], extra: &[&str]) -> Sidecar {
+        assert!(self.integrations > 0, "write a manifest before starting");
+        Sidecar::start_under(wrapper, self.source_args(), self.integrations, extra).await
+    }
+
     /// Runs the sidecar on free ports without waiting for it to be ready: for tests of a
     /// start that must fail.
     pub fn spawn(&self) -> Proc {
@@ -370,7 +376,27 @@ impl Sidecar {
     /// --admin-addr 127.0.0.1:R EXTRA...` and waits until `/readyz` is 200. Ports are free
     /// ones; if another test grabbed one in between, it starts again on new ports.
     pub async fn start(source: Vec<OsString>, integrations: usize, extra: &[&str]) -> Sidecar {
+        Sidecar::start_under(&[], source, integrations, extra).await
+    }
+
+    /// Like [`Sidecar::start`], run through `wrapper` (a program and its arguments that exec
+    /// the rest of the command line, e.g. `prlimit --nofile=256 --`).
+    pub async fn start_under(
+        wrapper: &[&str],
+        source: Vec<OsString>,
+        integrations: usize,
+        extra: &[&str],
+    ) -> Sidecar {
         let bin = bin_path(SIDECAR_BIN);
+        let spawn = |args: &[OsString]| match wrapper.split_first() {
+            None => Proc::spawn(&bin, args),
+            Some((program, rest)) => {
+                let mut all: Vec<OsString> = rest.iter().map(OsString::from).collect();
+                all.push(bin.clone().into());
+                all.extend(args.iter().cloned());
+                Proc::spawn(Path::new(program), &all)
+            }
+        };
         let mut last_output = String::new();
         for _ in 0..5 {
             let (first_port, proxy_port, admin_port) = pick_ports(integrations);
@@ -378,7 +404,7 @@ impl Sidecar {
             let admin_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
             let args = run_args(&source, first_port, proxy_addr, admin_addr, extra);
             let started = Instant::now();
-            let mut proc = Proc::spawn(&bin, &args);
+            let mut proc = spawn(&args);
             match wait_ready(&mut proc, admin_addr, READY_TIMEOUT).await {
                 Ok(()) => {
                     return Sidecar {

@@ -1,8 +1,17 @@
-//! Accept loops: HTTP/1.1 and h2c from localhost, with graceful draining.
+//! Accept loops: HTTP/1.1 and h2c, with graceful draining and the connection bounds of
+//! [`connections`](super::connections).
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -10,7 +19,17 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
+use super::connections::{Activity, ConnectionLimits, Slots, Tracked, Watched};
 use crate::body::Body;
+
+/// One listener's connection bounds.
+#[derive(Clone)]
+pub struct Bounds {
+    pub limits: ConnectionLimits,
+    pub slots: Slots,
+    /// What the listener serves, for log lines.
+    pub what: Arc<str>,
+}
 
 /// Serves `listener` until `stop` turns true; connections are watched by `graceful` so that
 /// shutdown can wait for the requests they carry.
@@ -19,11 +38,13 @@ pub async fn serve<H, F>(
     handler: H,
     mut stop: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
+    bounds: Bounds,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let refused = AtomicU64::new(0);
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             _ = stop.changed() => break,
@@ -31,25 +52,47 @@ pub async fn serve<H, F>(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, listener = %bounds.what, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Some(slot) = bounds.slots.try_take() else {
+            // Closed at once: the client learns now instead of waiting in the backlog.
+            drop(stream);
+            let n = refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(
+                    listener = %bounds.what, refused = n + 1,
+                    max_connections = bounds.limits.max_connections,
+                    "connection limit reached: closing new connections"
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let h = handler.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h(req).await) }
+        let act = activity.clone();
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let in_use = act.begin(req.version() == Version::HTTP_2);
+            let resp = h(req);
+            async move { Ok::<_, Infallible>(resp.await.map(|b| Tracked::new(b, in_use))) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
+        let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
+        let limits = bounds.limits;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                why = activity.expired(&limits) => {
+                    tracing::debug!(%peer, reason = why.as_str(), "closing the connection");
+                }
             }
         });
     }

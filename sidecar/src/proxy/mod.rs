@@ -1,5 +1,6 @@
 //! The app-facing side: listeners, routing and the request path.
 
+pub mod connections;
 pub mod errors;
 pub mod headers;
 pub mod listener;
