@@ -194,6 +194,14 @@ pub struct TimeoutsConfig {
     pub connect: KubeDuration,
     pub per_try: KubeDuration,
     pub request: KubeDuration,
+    /// Longest pause between two response body chunks (absent in configs rendered before
+    /// it existed: the default then).
+    #[serde(default = "default_idle_timeout")]
+    pub idle: KubeDuration,
+}
+
+fn default_idle_timeout() -> KubeDuration {
+    crate::defaults::IDLE_TIMEOUT
 }
 
 /// A class of failure that may be retried.

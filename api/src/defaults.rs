@@ -17,6 +17,7 @@ pub const TLS_KEY_KEY: &str = "tls.key";
 pub const CONNECT_TIMEOUT: KubeDuration = KubeDuration::from_secs(2);
 pub const PER_TRY_TIMEOUT: KubeDuration = KubeDuration::from_secs(10);
 pub const REQUEST_TIMEOUT: KubeDuration = KubeDuration::from_secs(30);
+pub const IDLE_TIMEOUT: KubeDuration = KubeDuration::from_secs(60);
 
 pub const MAX_ATTEMPTS: u32 = 3;
 pub const BACKOFF_BASE: KubeDuration = KubeDuration::from_millis(100);

@@ -447,6 +447,7 @@ fn timeouts_config(spec: &ExternalIntegrationSpec) -> TimeoutsConfig {
         connect: t.connect.unwrap_or(d::CONNECT_TIMEOUT),
         per_try: t.per_try.unwrap_or(d::PER_TRY_TIMEOUT),
         request: t.request.unwrap_or(d::REQUEST_TIMEOUT),
+        idle: t.idle.unwrap_or(d::IDLE_TIMEOUT),
     }
 }
 

@@ -251,7 +251,7 @@ pub struct ClientCertificateRef {
     pub secret_name: String,
 }
 
-/// Time limits; `request` bounds all attempts together.
+/// Time limits; `request` bounds all attempts together, `idle` a response body's pauses.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeoutsSpec {
@@ -267,6 +267,12 @@ pub struct TimeoutsSpec {
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
         .message("spec.timeouts.request must be greater than 0"))]
     pub request: Option<KubeDuration>,
+    /// Longest silence between two chunks of a response body; `request` never cuts a
+    /// healthy stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
+        .message("spec.timeouts.idle must be greater than 0"))]
+    pub idle: Option<KubeDuration>,
 }
 
 /// Which failures are retried, how often and how far apart.

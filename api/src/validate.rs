@@ -241,6 +241,7 @@ fn timeouts(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
         ("spec.timeouts.connect", t.connect),
         ("spec.timeouts.perTry", t.per_try),
         ("spec.timeouts.request", t.request),
+        ("spec.timeouts.idle", t.idle),
     ] {
         if d.is_some_and(|d| d.is_zero()) {
             errs.push(field, "must be greater than 0");

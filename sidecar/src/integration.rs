@@ -169,6 +169,11 @@ impl Integration {
         self.config.timeouts.request.as_duration()
     }
 
+    /// Longest pause between two chunks of a response body.
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.timeouts.idle.as_duration()
+    }
+
     /// Counts a response to the app under its status or sidecar error code.
     pub fn count_response(&self, code: &str) {
         self.responses

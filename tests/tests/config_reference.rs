@@ -82,6 +82,7 @@ fn stated_defaults_are_the_codes() {
         ("spec.tls.caBundleRef.key", q(d::CA_BUNDLE_KEY.into())),
         ("spec.timeouts.connect", q(d::CONNECT_TIMEOUT.to_string())),
         ("spec.timeouts.perTry", q(d::PER_TRY_TIMEOUT.to_string())),
+        ("spec.timeouts.idle", q(d::IDLE_TIMEOUT.to_string())),
         ("spec.timeouts.request", q(d::REQUEST_TIMEOUT.to_string())),
         ("spec.retry.maxAttempts", q(d::MAX_ATTEMPTS.to_string())),
         ("spec.retry.backoff.base", q(d::BACKOFF_BASE.to_string())),

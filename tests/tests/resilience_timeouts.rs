@@ -133,3 +133,101 @@ async fn connect_timeout_post_is_retried_because_it_was_never_sent() {
     assert_eq!(rig.attempts("connect_timeout").await, 3.0);
     assert_eq!(rig.retries("connect-failure").await, 2.0);
 }
+
+/// Sends `GET path` on a fresh connection to the integration's listener and reads the raw
+/// response until the sidecar closes the connection (or `limit`): returns what arrived, with
+/// the time since the request of each read.
+async fn read_stream(rig: &Rig, path: &str, limit: Duration) -> Vec<(Duration, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut reads = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout_at((started + limit).into(), conn.read(&mut buf)).await
+    {
+        if n == 0 {
+            break;
+        }
+        reads.push((
+            started.elapsed(),
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+        ));
+    }
+    reads
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_after_timeouts_idle_and_frees_its_slot() {
+    let rig = Rig::start(
+        Action::respond(200, "ok"),
+        json!({
+            "timeouts": {"idle": "1s", "request": "30s"},
+            "concurrency": {"maxInFlight": 1},
+        }),
+    )
+    .await;
+    // One line at once, the next only 5 s later.
+    rig.up()
+        .script("/stalls", vec![Action::drip(3, Duration::from_secs(5))]);
+    let reads = read_stream(&rig, "/stalls", Duration::from_secs(8)).await;
+    let text: String = reads.iter().map(|(_, s)| s.as_str()).collect();
+    let ended = reads.last().map(|(t, _)| *t);
+    eprintln!(
+        "measurement: stalled body: reads at {:?}",
+        reads.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.contains("tick 0"), "{text:?}");
+    assert!(
+        !text.contains("tick 1"),
+        "the body was relayed past the stall: {text:?}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a cut body must not look complete: {text:?}"
+    );
+    // Closed about 1 s after the last chunk (not when the upstream spoke again, 5 s later).
+    let closed = Instant::now();
+    let resp = rig.get("/after").await;
+    assert_upstream_response(&resp, 200, 1);
+    assert!(
+        closed.elapsed() < Duration::from_secs(2),
+        "the bulkhead slot was still held"
+    );
+    assert_eq!(rig.attempts("idle_timeout").await, 1.0);
+    assert_eq!(rig.metric("attache_inflight_requests", &[]).await, 0.0);
+    let ended = ended.expect("something arrived");
+    assert!(ended < Duration::from_secs(4), "cut after {ended:?}");
+}
+
+#[tokio::test]
+async fn a_live_stream_outlasts_the_request_timeout() {
+    let rig = Rig::start(
+        Action::respond(200, "ok"),
+        json!({"timeouts": {"idle": "1s", "perTry": "1s", "request": "1s"}}),
+    )
+    .await;
+    // 2.1 s in all, never silent for more than 300 ms.
+    rig.up()
+        .script("/events", vec![Action::drip(8, Duration::from_millis(300))]);
+    let reads = read_stream(&rig, "/events", Duration::from_secs(10)).await;
+    let text: String = reads.iter().map(|(_, s)| s.as_str()).collect();
+    for i in 0..8 {
+        assert!(
+            text.contains(&format!("tick {i}\n")),
+            "tick {i} missing: {text:?}"
+        );
+    }
+    assert!(
+        text.ends_with("0\r\n\r\n"),
+        "the stream did not end cleanly: {text:?}"
+    );
+    let lasted = reads.last().unwrap().0;
+    assert!(lasted >= Duration::from_secs(2), "{lasted:?}");
+    assert_eq!(rig.attempts("idle_timeout").await, 0.0);
+}

@@ -13,6 +13,7 @@
 //! [`SidecarError`], turned into a response by `errors::respond` and nowhere else.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -106,7 +107,7 @@ impl Prepared {
 }
 
 async fn forward(
-    ig: &Integration,
+    ig: &Arc<Integration>,
     req: Request<Incoming>,
     deadline: Instant,
     inflight: InflightGuard,
@@ -127,6 +128,7 @@ async fn forward(
     let held = Held {
         _permit: permit,
         _inflight: inflight,
+        integration: ig.clone(),
     };
 
     let (mut parts, incoming) = req.into_parts();
@@ -376,20 +378,26 @@ fn finish(resp: Response<Incoming>, attempts: u32, held: Held) -> Response<Body>
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(ATTEMPTS_HEADER, attempts.into());
+    let idle = held.integration.idle_timeout();
     Response::from_parts(
         parts,
         body::boxed(WithHeld {
             inner: incoming,
-            _held: held,
+            last_progress: Instant::now(),
+            idle,
+            timer: None,
+            cut: false,
+            held,
         }),
     )
 }
 
 /// What a request holds until its response body is done: its bulkhead slot and its place in
-/// `attache_inflight_requests`.
+/// `attache_inflight_requests`; and its integration, whose `timeouts.idle` bounds the body.
 struct Held {
     _permit: OwnedSemaphorePermit,
     _inflight: InflightGuard,
+    integration: Arc<Integration>,
 }
 
 /// Decrements the in-flight gauge when dropped, whichever way the request ends.
@@ -408,11 +416,22 @@ impl Drop for InflightGuard {
     }
 }
 
-/// The upstream's body, keeping [`Held`] alive until it ends.
+/// The upstream's body, keeping [`Held`] alive until it ends, and cut when it pauses for
+/// longer than `timeouts.idle` (a stalled stream must not hold its bulkhead slot forever).
 struct WithHeld {
     inner: Incoming,
-    _held: Held,
+    last_progress: Instant,
+    idle: Duration,
+    /// Created the first time the body has to wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    cut: bool,
+    held: Held,
 }
+
+/// The error a stalled response body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's response body paused for longer than timeouts.idle ({0:?})")]
+pub struct BodyIdleTimeout(Duration);
 
 impl HttpBody for WithHeld {
     type Data = Bytes;
@@ -422,13 +441,36 @@ impl HttpBody for WithHeld {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BoxError)
+        if self.cut {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.last_progress = Instant::now();
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let due = clock::after(this.last_progress, this.idle);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.cut = true;
+                // The attempt was counted by its status already; this says its body stalled.
+                this.held.integration.count_attempt("idle_timeout");
+                Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(this.idle)))))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.cut || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
