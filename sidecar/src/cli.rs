@@ -126,6 +126,22 @@ impl RunArgs {
     }
 }
 
+/// An error and its causes on one line, each cause once: most of our error types already
+/// print their source in their own message, so a cause whose text is already there is skipped.
+pub fn error_report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// CPUs this process may use: the cgroup v2 quota (`cpu.max`) if set, else the machine's.
 pub fn default_worker_threads() -> usize {
     let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -156,6 +172,31 @@ mod tests {
         assert_eq!(cgroup_cpus("50000 100000"), Some(1));
         assert_eq!(cgroup_cpus("max 100000"), None);
         assert_eq!(cgroup_cpus("garbage"), None);
+    }
+
+    #[test]
+    fn error_report_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading {path}: {source}")]
+        struct Read {
+            path: &'static str,
+            source: std::io::Error,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("configuration: {0}")]
+        struct Config(#[from] Read);
+        #[derive(Debug, thiserror::Error)]
+        #[error("starting")]
+        struct Start(#[source] Config);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Start(Config(Read {
+            path: "m.yaml",
+            source: io,
+        }));
+        assert_eq!(
+            error_report(&e),
+            "starting: configuration: reading m.yaml: no such file"
+        );
     }
 
     #[test]

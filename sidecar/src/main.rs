@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("attache-sidecar: {e:#}");
+            // Once, on stderr (through the log, so `--log-format json` stays parseable).
+            tracing::error!("{}", attache_sidecar::cli::error_report(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -111,3 +111,15 @@ fn demo_runs_and_reports_what_happened() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_start_up_error_is_printed_once_with_its_cause_once() {
+    let d = temp_dir("once");
+    let missing = d.join("nowhere.yaml");
+    let out = run_manifest(&missing, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(err.matches("nowhere.yaml").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
