@@ -112,6 +112,9 @@ async fn forward(
     deadline: Instant,
     inflight: InflightGuard,
 ) -> Result<Response<Body>, SidecarError> {
+    let (mut parts, incoming) = req.into_parts();
+    // A request the sidecar will not forward is refused before it takes any slot.
+    check(&parts)?;
     let p = &ig.policies;
     if let Some(wait) = p.breaker.open_for() {
         return Err(circuit_open(wait));
@@ -131,8 +134,6 @@ async fn forward(
         integration: ig.clone(),
     };
 
-    let (mut parts, incoming) = req.into_parts();
-    check(&parts)?;
     strip_hop_by_hop(&mut parts.headers);
     let uri = ig
         .upstream_uri(parts.uri.path_and_query())
@@ -478,22 +479,79 @@ impl HttpBody for WithHeld {
     }
 }
 
-/// Refuses what the sidecar cannot forward faithfully.
+/// Refuses what the sidecar cannot forward faithfully, or must not forward with the
+/// integration's credentials attached.
 fn check(parts: &http::request::Parts) -> Result<(), SidecarError> {
+    let bad = |m: &str| Err(SidecarError::new(ErrorCode::BadRequest, m));
     if parts.method == Method::CONNECT {
-        return Err(SidecarError::new(
-            ErrorCode::BadRequest,
+        return bad(
             "CONNECT tunnels are not supported: send plain http:// requests; the sidecar \
              originates TLS itself so that it can add credentials",
-        ));
+        );
+    }
+    if parts.method == Method::TRACE {
+        // The upstream would echo the request back, injected credentials included.
+        return bad("TRACE is refused: the upstream would echo the injected credentials");
     }
     if parts.headers.contains_key(header::UPGRADE) {
-        return Err(SidecarError::new(
-            ErrorCode::BadRequest,
-            "protocol upgrades (WebSocket, h2c) are not supported through the sidecar",
-        ));
+        return bad("protocol upgrades (WebSocket, h2c) are not supported through the sidecar");
+    }
+    check_host(parts)?;
+    if has_dot_segment(parts.uri.path()) {
+        return bad(
+            "the request path has a dot-segment (`.` or `..`, possibly percent-encoded): send \
+             the normalised path; requests never leave the integration's base path",
+        );
     }
     Ok(())
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one valid `Host`; none has two.
+fn check_host(parts: &http::request::Parts) -> Result<(), SidecarError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    let problem = if hosts.next().is_some() {
+        Some("more than one Host header")
+    } else {
+        match first {
+            None if parts.version == Version::HTTP_11 => Some("no Host header"),
+            None => None,
+            Some(v) => {
+                let valid = v
+                    .to_str()
+                    .ok()
+                    .is_some_and(|h| h.is_empty() || h.parse::<http::uri::Authority>().is_ok());
+                (!valid).then_some("an invalid Host header")
+            }
+        }
+    };
+    match problem {
+        Some(p) => Err(SidecarError::new(
+            ErrorCode::BadRequest,
+            format!("the request has {p} (RFC 9112 requires exactly one)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a path has a `.` or `..` segment, also percent-encoded (`%2e%2e`) or with
+/// parameters (`..;x`, which some servers read as `..`): such a path could climb out of the
+/// integration's base path on the upstream.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        let mut dots = 0;
+        let mut rest = name.as_bytes();
+        while !rest.is_empty() {
+            match rest {
+                [b'.', tail @ ..] => rest = tail,
+                [b'%', b'2', b'e' | b'E', tail @ ..] => rest = tail,
+                _ => return false,
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
 }
 
 /// `2xx`, `4xx`, ... for the attempts metric.
@@ -504,5 +562,72 @@ pub fn status_class(s: StatusCode) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for p in [
+            "/..",
+            "/../x",
+            "/a/../b",
+            "/a/./b",
+            "/.",
+            "/%2e%2e/x",
+            "/%2E%2e/x",
+            "/.%2e/x",
+            "/%2e/x",
+            "/..;/x",
+            "/..;jsessionid=1/x",
+            "/a/..",
+            "..",
+            "/a/b/../",
+        ] {
+            assert!(has_dot_segment(p), "{p:?}");
+        }
+        for p in [
+            "/",
+            "",
+            "/a/b",
+            "/.well-known/x",
+            "/a..b",
+            "/...",
+            "/a/.../b",
+            "/%2e%2e%2e",
+            "/v1/charges",
+            "/a.b/c",
+            "/%2e%2ex",
+            "/..x",
+        ] {
+            assert!(!has_dot_segment(p), "{p:?}");
+        }
+    }
+
+    fn parts(method: Method, version: Version, hosts: &[&str]) -> http::request::Parts {
+        let mut b = Request::builder()
+            .method(method)
+            .uri("/v1/x")
+            .version(version);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        let ok = |m, v, h: &[&str]| check(&parts(m, v, h)).is_ok();
+        assert!(ok(Method::GET, Version::HTTP_11, &["localhost:15001"]));
+        assert!(!ok(Method::GET, Version::HTTP_11, &[]));
+        assert!(!ok(Method::GET, Version::HTTP_11, &["a", "b"]));
+        assert!(!ok(Method::GET, Version::HTTP_11, &["bad host"]));
+        assert!(ok(Method::GET, Version::HTTP_10, &[]));
+        assert!(ok(Method::GET, Version::HTTP_2, &[]));
+        assert!(!ok(Method::TRACE, Version::HTTP_11, &["localhost"]));
+        assert!(!ok(Method::CONNECT, Version::HTTP_11, &["localhost"]));
     }
 }

@@ -144,5 +144,12 @@ fn classify(e: PoolError) -> AttemptError {
         }
         source = s.source();
     }
+    if error.is_parse_too_large() {
+        return AttemptError::Reset(format!(
+            "the upstream's response head is too large (more than {} header fields, or too \
+             many bytes): {error}",
+            pool::MAX_RESPONSE_HEADERS
+        ));
+    }
     AttemptError::Reset(error.to_string())
 }

@@ -37,6 +37,11 @@ use crate::body::Body;
 
 /// Idle connections are closed after this; third parties commonly drop them at 60-120 s.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// Header fields an HTTP/1.1 upstream response may have (README, "Limits"); more is a 502.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Bytes of header fields an HTTP/2 upstream response may have (README, "Limits").
+pub const MAX_RESPONSE_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Idle HTTP/1.1 connections kept at most; a burst's extra connections are closed after it.
 pub const MAX_IDLE: usize = 64;
 
@@ -164,7 +169,8 @@ impl Pool {
     /// A pool for the scheme and authority of `dst`.
     pub fn new(connector: Connector, dst: Uri, config: PoolConfig) -> Self {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(MAX_RESPONSE_HEADER_LIST_BYTES);
         Self {
             shared: Arc::new(Shared {
                 connector,
@@ -236,7 +242,11 @@ impl Pool {
     }
 
     async fn handshake_h1(&self, io: UpstreamConn, tls: TlsFailure) -> Result<Conn, PoolError> {
-        let (tx, conn) = match http1::Builder::new().handshake(io).await {
+        let (tx, conn) = match http1::Builder::new()
+            .max_headers(MAX_RESPONSE_HEADERS)
+            .handshake(io)
+            .await
+        {
             Ok(h) => h,
             Err(error) => return Err(PoolError::Http { error, tls }),
         };
