@@ -228,3 +228,132 @@ async fn min_version_and_server_name_are_honoured() {
     assert_sidecar_error_for(&get(3).await, 502, "upstream_tls", "d-no-sni");
     assert_eq!(named.count(), 1);
 }
+
+/// An mTLS upstream (TLS 1.3, HTTP/2 unless `http1_only`) that resets a fresh connection after
+/// reading the request, then answers: the reset is a `reset` (retried for a GET and a keyed
+/// POST, never for an unkeyed POST), not a certificate refusal.
+async fn reset_after_the_request_is_a_reset_not_a_tls_refusal(http1_only: bool) {
+    let ca = TestCa::new("bank ca");
+    let mut builder = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .require_client_cert(&ca.cert_pem)
+        .default_action(Action::respond(200, "ok"));
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    let up = builder.start().await;
+    let mut setup = LocalSetup::trusting(&ca);
+    setup.tls_secret("bank-mtls", &ca.client_cert("attache-payments"));
+    setup.manifest(&[xint(
+        "bank",
+        json!({
+            "upstream": {"url": up.url()},
+            "tls": {"caBundleRef": ca_bundle_ref(), "clientCertificate": {"secretName": "bank-mtls"}},
+            "retry": {"maxAttempts": 3, "backoff": {"base": "5ms", "max": "20ms"},
+                      "idempotencyKey": {"header": "Idempotency-Key"}},
+            "circuitBreaker": {"consecutiveFailures": 100},
+        }),
+    )]);
+    let sidecar = setup.start().await;
+    let metric = |result: &'static str| {
+        let s = &sidecar;
+        async move {
+            s.metric(
+                "attache_upstream_attempts_total",
+                &[("integration", "bank"), ("result", result)],
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+
+    up.script(
+        "/accounts",
+        vec![
+            Action::ResetBeforeResponse,
+            Action::respond(200, "accounts"),
+        ],
+    );
+    let resp = sidecar.get(0, "/accounts").await;
+    assert_eq!(
+        (resp.status, resp.header("x-attache-attempts")),
+        (200, Some("2")),
+        "{:?} {}",
+        resp.headers,
+        resp.text()
+    );
+
+    // A keyed POST is retried too; an unkeyed one was sent, so it is not.
+    up.script(
+        "/charges",
+        vec![
+            Action::ResetBeforeResponse,
+            Action::respond(201, "charged"),
+            Action::ResetBeforeResponse,
+            Action::respond(201, "charged twice?"),
+        ],
+    );
+    let keyed = Request::post(format!("{}/charges", sidecar.url(0)))
+        .header("idempotency-key", "pay-1")
+        .body(Bytes::from_static(b"{}"))
+        .unwrap();
+    let resp = attache_tests::send(keyed).await.unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let unkeyed = Request::post(format!("{}/charges", sidecar.url(0)))
+        .body(Bytes::from_static(b"{}"))
+        .unwrap();
+    let resp = attache_tests::send(unkeyed).await.unwrap();
+    assert_sidecar_error_for(&resp, 502, "upstream_connect", "bank");
+    assert_eq!(up.requests_for("/charges").len(), 3);
+
+    assert_eq!(metric("tls_error").await, 0.0);
+    assert_eq!(metric("reset").await, 3.0);
+    let retried = sidecar
+        .metric(
+            "attache_retries_total",
+            &[("integration", "bank"), ("reason", "reset")],
+        )
+        .await;
+    assert_eq!(retried, Some(2.0));
+}
+
+#[tokio::test]
+async fn mtls_reset_after_the_request_is_a_reset_not_a_tls_refusal() {
+    reset_after_the_request_is_a_reset_not_a_tls_refusal(false).await;
+}
+
+#[tokio::test]
+async fn mtls_over_http1_reset_after_the_request_is_a_reset_not_a_tls_refusal() {
+    reset_after_the_request_is_a_reset_not_a_tls_refusal(true).await;
+}
+
+/// The other side of the same rule: a certificate the upstream does not trust is refused
+/// during (TLS 1.2) or right after (TLS 1.3) the handshake, and stays `upstream_tls`.
+#[tokio::test]
+async fn a_client_certificate_the_upstream_does_not_trust_is_upstream_tls() {
+    for http1_only in [false, true] {
+        let ca = TestCa::new("bank ca");
+        let stranger = TestCa::new("someone else's ca");
+        let mut builder = Upstream::builder()
+            .tls(ca.localhost_cert())
+            .require_client_cert(&ca.cert_pem)
+            .default_action(Action::respond(200, "ok"));
+        if http1_only {
+            builder = builder.http1_only();
+        }
+        let up = builder.start().await;
+        let mut setup = LocalSetup::trusting(&ca);
+        setup.tls_secret("bank-mtls", &stranger.client_cert("attache-payments"));
+        setup.manifest(&[xint(
+            "bank",
+            json!({
+                "upstream": {"url": up.url()},
+                "tls": {"caBundleRef": ca_bundle_ref(), "clientCertificate": {"secretName": "bank-mtls"}},
+            }),
+        )]);
+        let sidecar = setup.start().await;
+        let resp = sidecar.get(0, "/accounts").await;
+        assert_sidecar_error_for(&resp, 502, "upstream_tls", "bank");
+        assert_eq!(up.count(), 0);
+    }
+}

@@ -130,6 +130,10 @@ impl Inner {
                 inner: self.tls.client_auth_cert_resolver.clone(),
                 failure: failure.clone(),
             });
+            let tcp = Counted {
+                inner: tcp,
+                failure: failure.clone(),
+            };
             let tls = TlsConnector::from(Arc::new(cfg))
                 .connect(server_name, tcp)
                 .await
@@ -137,6 +141,7 @@ impl Inner {
                     authority: authority.clone(),
                     source,
                 })?;
+            failure.handshake_done(tls.get_ref().1.protocol_version());
             Ok(UpstreamConn::tls(tls, failure))
         })
         .await
@@ -178,8 +183,13 @@ async fn tcp_connect(host: &str, port: u16, authority: &str) -> Result<TcpStream
 ///
 /// A server that refuses the certificate often closes or resets the connection before its
 /// alert can be read (the client sees only a broken pipe). So the slot also records whether the
-/// server asked for a client certificate during the handshake and whether any response data
-/// arrived since: a connection that dies between the two was refused at the TLS layer.
+/// server asked for a client certificate during the handshake and whether anything arrived
+/// since: a TLS 1.3 connection that dies in between was refused at the TLS layer. "Anything"
+/// is any TLS record, not only response data: a server that accepted the certificate sends its
+/// session tickets right after the handshake, so a connection reset after that (say, once the
+/// request was written) is a reset, retried by the usual sent/never-sent rules. In TLS 1.2 the
+/// certificate is judged inside the handshake, so a later break is never a refusal. (A TLS 1.3
+/// server that sends no tickets and then resets is still read as a refusal.)
 #[derive(Clone, Default, Debug)]
 pub struct TlsFailure(Arc<TlsFailureState>);
 
@@ -189,6 +199,12 @@ struct TlsFailureState {
     cert_requested: AtomicBool,
     cert_offered: AtomicBool,
     data_received: AtomicBool,
+    /// TLS 1.3 was negotiated: only then is a client certificate judged after the handshake.
+    tls13: AtomicBool,
+    handshake_done: AtomicBool,
+    /// Any TLS record arrived after the handshake (a session ticket, typically): the server
+    /// went on talking after seeing our certificate, so it accepted it.
+    records_after_handshake: AtomicBool,
 }
 
 impl TlsFailure {
@@ -198,7 +214,14 @@ impl TlsFailure {
         if let Some(alert) = s.alert.get() {
             return Some(alert.clone());
         }
-        if s.cert_requested.load(Ordering::Acquire) && !s.data_received.load(Ordering::Acquire) {
+        // A connection that breaks after the server saw our certificate is a refusal only if
+        // the server judged it after the handshake (TLS 1.3) and said nothing since; otherwise
+        // it is a reset like any other (see `classify`).
+        if s.cert_requested.load(Ordering::Acquire)
+            && s.tls13.load(Ordering::Acquire)
+            && !s.records_after_handshake.load(Ordering::Acquire)
+            && !s.data_received.load(Ordering::Acquire)
+        {
             return Some(if s.cert_offered.load(Ordering::Acquire) {
                 "the upstream asked for a client certificate, then closed the connection: it \
                  probably rejected ours (expired, or not issued by a CA it trusts)"
@@ -216,6 +239,24 @@ impl TlsFailure {
         // rustls reports its errors as InvalidData; TCP never does.
         if e.kind() == io::ErrorKind::InvalidData {
             let _ = self.0.alert.set(e.to_string());
+        }
+    }
+
+    fn handshake_done(&self, version: Option<rustls::ProtocolVersion>) {
+        let s = &self.0;
+        s.tls13.store(
+            version == Some(rustls::ProtocolVersion::TLSv1_3),
+            Ordering::Release,
+        );
+        s.handshake_done.store(true, Ordering::Release);
+    }
+
+    fn raw_received(&self) {
+        let s = &self.0;
+        if s.handshake_done.load(Ordering::Acquire)
+            && !s.records_after_handshake.load(Ordering::Relaxed)
+        {
+            s.records_after_handshake.store(true, Ordering::Release);
         }
     }
 
@@ -252,6 +293,58 @@ impl ResolvesClientCert for RecordingResolver {
     }
 }
 
+/// The TCP stream under TLS, noting in its [`TlsFailure`] when bytes arrive after the
+/// handshake (records rustls reads on its own, such as session tickets, included).
+pub struct Counted {
+    inner: TcpStream,
+    failure: TlsFailure,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.failure.raw_received();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// A connection to the upstream, plain or TLS, ready for a hyper client handshake.
 pub struct UpstreamConn {
     io: TokioIo<Stream>,
@@ -261,7 +354,7 @@ pub struct UpstreamConn {
 
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>, TlsFailure),
+    Tls(Box<TlsStream<Counted>>, TlsFailure),
 }
 
 impl UpstreamConn {
@@ -273,7 +366,7 @@ impl UpstreamConn {
         }
     }
 
-    fn tls(s: TlsStream<TcpStream>, tls_failure: TlsFailure) -> Self {
+    fn tls(s: TlsStream<Counted>, tls_failure: TlsFailure) -> Self {
         let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
         Self {
             io: TokioIo::new(Stream::Tls(Box::new(s), tls_failure.clone())),
