@@ -147,18 +147,12 @@ impl Integration {
 
     /// The upstream URI for a request path: base path + the app's path and query.
     pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        let base = &self.config.upstream.base_path;
-        let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
-        let full = if base.is_empty() {
-            pq.to_string()
-        } else {
-            format!("{base}{pq}")
-        };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(full)
-            .build()
+        join_upstream_uri(
+            &self.scheme,
+            &self.authority,
+            &self.config.upstream.base_path,
+            pq,
+        )
     }
 
     pub fn per_try_timeout(&self) -> Duration {
@@ -229,6 +223,26 @@ impl Integration {
             })
             .inc();
     }
+}
+
+/// `scheme://authority` + `base` + the app's path and query (`/` when it sent none).
+pub fn join_upstream_uri(
+    scheme: &http::uri::Scheme,
+    authority: &http::uri::Authority,
+    base: &str,
+    pq: Option<&PathAndQuery>,
+) -> Result<Uri, http::Error> {
+    let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
+    let full = if base.is_empty() {
+        pq.to_string()
+    } else {
+        format!("{base}{pq}")
+    };
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(full)
+        .build()
 }
 
 /// This integration's counters of one labelled family, found by comparing a short label

@@ -481,7 +481,7 @@ impl HttpBody for WithHeld {
 
 /// Refuses what the sidecar cannot forward faithfully, or must not forward with the
 /// integration's credentials attached.
-fn check(parts: &http::request::Parts) -> Result<(), SidecarError> {
+pub fn check(parts: &http::request::Parts) -> Result<(), SidecarError> {
     let bad = |m: &str| Err(SidecarError::new(ErrorCode::BadRequest, m));
     if parts.method == Method::CONNECT {
         return bad(
