@@ -56,6 +56,8 @@ pub enum DirSourceError {
     KeyNotFound(PathBuf),
     #[error("{} is larger than {MAX_FILE_BYTES} bytes, the most a Secret or ConfigMap holds", .0.display())]
     TooLarge(PathBuf),
+    #[error("{} is not a regular file (a FIFO, device or directory is never read)", .0.display())]
+    NotAFile(PathBuf),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -115,12 +117,27 @@ impl SecretSource for DirSecretSource {
     }
 }
 
-/// Reads at most one byte more than [`MAX_FILE_BYTES`], to tell "at the limit" from "over".
 fn read_capped(file: &Path) -> Result<SecretBytes, DirSourceError> {
+    read_regular_capped(file).map(SecretBytes::new)
+}
+
+/// The bytes of a regular file (symlinks followed) of at most [`MAX_FILE_BYTES`], as
+/// Kubernetes caps a Secret or ConfigMap: anything else is refused before it is opened (a FIFO
+/// would block the open, `/dev/zero` would never end). Reads at most one byte more than the
+/// cap, to tell "at the limit" from "over".
+pub fn read_regular_capped(file: &Path) -> Result<Vec<u8>, DirSourceError> {
     let io_error = |source| DirSourceError::Io {
         path: file.to_path_buf(),
         source,
     };
+    match fs::metadata(file) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(DirSourceError::NotAFile(file.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DirSourceError::KeyNotFound(file.to_path_buf()))
+        }
+        Err(e) => return Err(io_error(e)),
+    }
     let f = match fs::File::open(file) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -135,7 +152,7 @@ fn read_capped(file: &Path) -> Result<SecretBytes, DirSourceError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(DirSourceError::TooLarge(file.to_path_buf()));
     }
-    Ok(SecretBytes::new(bytes))
+    Ok(bytes)
 }
 
 // === impl DirSourceError ===

@@ -18,5 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let policies = attache_sidecar::resilience::Policies::new(&cfg, Gauge::default());
     let _ = policies.breaker.open_for();
     let _ = policies.budget.try_withdraw();
-    let _ = policies.gate.hold_for(cfg.retry.max_retry_after.as_duration());
+    let _ = policies
+        .gate
+        .hold_for(cfg.retry.max_retry_after.as_duration());
 });

@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = text.split('\n');
     let base = lines.next().unwrap_or_default();
     let request_line = lines.next().unwrap_or_default();
-    let (method, target) = request_line.split_once(' ').unwrap_or(("GET", request_line));
+    let (method, target) = request_line
+        .split_once(' ')
+        .unwrap_or(("GET", request_line));
     let mut b = Request::builder().method(method).uri(target);
     for line in lines {
         if let Some((n, v)) = line.split_once(':') {
@@ -36,8 +38,17 @@ fuzz_target!(|data: &[u8]| {
     let (mut parts, ()) = req.into_parts();
     let accepted = request_path::check(&parts).is_ok();
     strip_hop_by_hop(&mut parts.headers);
-    for name in ["connection", "keep-alive", "te", "upgrade", "proxy-authorization"] {
-        assert!(!parts.headers.contains_key(name), "{name} survived the strip");
+    for name in [
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !parts.headers.contains_key(name),
+            "{name} survived the strip"
+        );
     }
     let scheme = http::uri::Scheme::HTTPS;
     let authority = http::uri::Authority::from_static("api.example.com");

@@ -77,9 +77,9 @@ fn load_one(dir: &Path) -> Result<LoadedIntegration, LoadError> {
     let mut secret_files = BTreeMap::new();
     for f in needed {
         let p = dir.join(f);
-        let bytes = std::fs::read(&p).map_err(|e| LoadError::Invalid {
+        let bytes = read(&p).map_err(|e| LoadError::Invalid {
             path: p.clone(),
-            message: format!("secret file needed by the config is unreadable: {e}"),
+            message: format!("secret file needed by the config is unusable: {e}"),
         })?;
         secret_files.insert(f.to_string(), SecretBytes::new(bytes));
     }

@@ -108,10 +108,40 @@ impl ConfigSource {
     }
 }
 
+/// A manifest or config file: a regular file of at most 1 MiB (as Kubernetes caps a
+/// ConfigMap); a FIFO, a device or a huge file is refused with a message, never read.
 fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Io {
+    use attache_api::fs::{read_regular_capped, DirSourceError};
+    // The operating system's own words for a missing or unreadable path.
+    std::fs::metadata(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    read_regular_capped(path).map_err(|e| match e {
+        DirSourceError::Io { source, .. } => LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        DirSourceError::KeyNotFound(_) => LoadError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        },
+        DirSourceError::TooLarge(_) => LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "larger than {} bytes, the most a Secret or ConfigMap holds",
+                attache_api::fs::MAX_FILE_BYTES
+            ),
+        },
+        other => LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: match other {
+                DirSourceError::NotAFile(_) => {
+                    "not a regular file (a FIFO, device or directory is never read)".into()
+                }
+                e => e.to_string(),
+            },
+        },
     })
 }
 

@@ -1,15 +1,24 @@
 //! Change detection for hot reload.
 //!
-//! Polling a content fingerprint every few hundred milliseconds, rather than inotify: the
-//! watched trees are a handful of small files, and Kubernetes' atomic `..data` symlink swaps,
+//! Polling a fingerprint every few hundred milliseconds, rather than inotify: the watched
+//! trees are a handful of small files, and Kubernetes' atomic `..data` symlink swaps,
 //! editors' rename-over-writes and ConfigMap propagation all defeat naive inotify watches
-//! (events land on the old inode or a symlink), while a content hash sees exactly what changed.
+//! (events land on the old inode or a symlink).
+//!
+//! The fingerprint must stay cheap whatever lies in the watched folders: it hashes each file's
+//! metadata (inode, size, times, followed through symlinks), plus the content of files small
+//! enough to be a manifest, secret or config (at most [`MAX_FILE_BYTES`]), so that two quick
+//! same-size edits within one timestamp tick are still seen. Larger files (which the loader
+//! refuses anyway) and non-regular files (FIFOs, devices) are never read.
 
 use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash, Hasher},
+    os::unix::fs::MetadataExt,
     path::Path,
 };
+
+use attache_api::fs::MAX_FILE_BYTES;
 
 /// A hash of every regular file (followed through symlinks) under the given roots, with names.
 pub fn fingerprint(roots: &[std::path::PathBuf]) -> u64 {
@@ -42,10 +51,24 @@ fn hash_path(path: &Path, h: &mut DefaultHasher, depth: usize) {
                 hash_path(&path.join(n), h, depth + 1);
             }
         }
-        Ok(_) => match std::fs::read(path) {
-            Ok(bytes) => bytes.hash(h),
-            Err(_) => 2u8.hash(h),
-        },
+        Ok(m) => {
+            (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+                .hash(h);
+            if m.is_file() && m.len() <= MAX_FILE_BYTES {
+                match std::fs::read(path) {
+                    Ok(bytes) => bytes.hash(h),
+                    Err(_) => 2u8.hash(h),
+                }
+            }
+        }
         Err(_) => 3u8.hash(h),
     }
 }
