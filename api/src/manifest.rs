@@ -1,8 +1,14 @@
 //! Reading ExternalIntegrations from YAML files (multi-document, other kinds skipped).
+//!
+//! As strict as the API server (DESIGN.md, "Kubernetes versions and strictness"): a field the
+//! type does not know is an error naming it, never silently ignored (a misspelt
+//! `maxAtempts` would otherwise serve the default, a mis-indented `apiKey` no credentials at
+//! all); `metadata.name` and `metadata.namespace` follow Kubernetes' naming rules; and every
+//! problem of a document is reported at once.
 
 use serde::Deserialize;
 
-use crate::spec::ExternalIntegration;
+use crate::{names, spec::ExternalIntegration, validate::validate_spec};
 
 /// A document that could not be read as an ExternalIntegration.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +43,27 @@ struct TypeMeta {
     kind: String,
 }
 
-/// All ExternalIntegrations in `text`; documents of other kinds are returned in `others`.
+/// Kubernetes' rules for the names of a document (checked before its fields are read).
+fn document_problems(doc: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match doc.pointer("/metadata/name") {
+        None => out.push("metadata.name: must be set".to_string()),
+        Some(serde_json::Value::String(name)) => {
+            if let Err(why) = names::dns_subdomain(name) {
+                out.push(format!("metadata.name: {why}"));
+            }
+        }
+        Some(_) => {}
+    }
+    if let Some(serde_json::Value::String(ns)) = doc.pointer("/metadata/namespace") {
+        if let Err(why) = names::dns_label(ns) {
+            out.push(format!("metadata.namespace: {why}"));
+        }
+    }
+    out
+}
+
+/// All ExternalIntegrations in `text`; documents of other kinds are skipped.
 pub fn parse_integrations(
     source_name: &str,
     text: &str,
@@ -71,14 +97,47 @@ pub fn parse_integrations(
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string();
-        let xint: ExternalIntegration =
-            serde_json::from_value(doc).map_err(|e| ManifestError::Invalid {
-                source_name: source_name.into(),
-                index,
-                name,
-                message: e.to_string(),
-            })?;
-        out.push(xint);
+        let problems = document_problems(&doc);
+        let invalid = |message: String| ManifestError::Invalid {
+            source_name: source_name.into(),
+            index,
+            name: name.clone(),
+            message,
+        };
+        let mut unknown = Vec::new();
+        let parsed: Result<ExternalIntegration, _> =
+            serde_ignored::deserialize(doc, |path| unknown.push(path.to_string()));
+        let mut all: Vec<String> = problems;
+        // apiVersion and kind were checked above; the type skips them on purpose.
+        all.extend(
+            unknown
+                .into_iter()
+                // serde_ignored writes `?` for an Option level: not part of the field's path.
+                .map(|p| {
+                    p.split('.')
+                        .filter(|s| *s != "?")
+                        .collect::<Vec<_>>()
+                        .join(".")
+                })
+                .filter(|p| p != "apiVersion" && p != "kind")
+                .map(|p| format!("{p}: unknown field")),
+        );
+        match parsed {
+            Ok(xint) if all.is_empty() => out.push(xint),
+            Ok(xint) => {
+                // The spec's own rules too, so one run shows everything to fix.
+                all.extend(
+                    validate_spec(&xint.spec)
+                        .into_iter()
+                        .map(|e| format!("{}: {}", e.field, e.message)),
+                );
+                return Err(invalid(all.join("; ")));
+            }
+            Err(e) => {
+                all.push(e.to_string());
+                return Err(invalid(all.join("; ")));
+            }
+        }
     }
     Ok(out)
 }

@@ -181,3 +181,39 @@ fn other_kinds_are_skipped_and_bad_yaml_is_named() {
     .unwrap_err();
     assert!(err.to_string().contains("url"), "{err}");
 }
+
+#[test]
+fn manifests_are_read_strictly_with_every_problem_at_once() {
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: "../../etc/passwd", namespace: Payments, labelz: {a: b}}
+spec:
+  upstream: {url: "https://api.example.com"}
+  apiKey: {secretKeyRef: {name: k, key: api-key}}
+  retry: {maxAtempts: 5, maxAttempts: 0}
+  timeouts: {idle: 0s}
+"#;
+    let err = parse_integrations("m.yaml", yaml).unwrap_err().to_string();
+    for needle in [
+        "m.yaml",
+        "metadata.name: use lower case letters",
+        "metadata.namespace: use lower case letters",
+        "metadata.labelz: unknown field",
+        "spec.apiKey: unknown field",
+        "spec.retry.maxAtempts: unknown field",
+        "spec.retry.maxAttempts: must be at least 1",
+        "spec.timeouts.idle: must be greater than 0",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+    // Known fields only: read as before.
+    let ok = yaml
+        .replace("\"../../etc/passwd\"", "stripe")
+        .replace("Payments", "payments")
+        .replace(", labelz: {a: b}", "")
+        .replace("  apiKey: {secretKeyRef: {name: k, key: api-key}}\n", "")
+        .replace("maxAtempts: 5, maxAttempts: 0", "maxAttempts: 5")
+        .replace("idle: 0s", "idle: 5m");
+    assert_eq!(parse_integrations("m.yaml", &ok).unwrap().len(), 1);
+}

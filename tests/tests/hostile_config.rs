@@ -126,3 +126,29 @@ async fn a_large_file_in_the_secrets_folder_keeps_the_idle_sidecar_idle() {
     let resp = sidecar.get(0, "/still-serving").await;
     assert_eq!(resp.status, 200);
 }
+
+#[tokio::test]
+async fn local_mode_refuses_unknown_fields_and_bad_names_naming_each() {
+    let dir = TempDir::new("strict-manifest");
+    let m = dir.path().join("careless.yaml");
+    std::fs::write(
+        &m,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\n\
+         metadata: {name: \"../../etc/passwd\"}\n\
+         spec:\n  upstream: {url: \"https://api.example.com\"}\n\
+         \x20 apiKey: {secretKeyRef: {name: k, key: api-key}}\n\
+         \x20 retry: {maxAtempts: 5}\n",
+    )
+    .unwrap();
+    let (code, out) = run_to_exit(&["--manifest".as_ref(), m.as_os_str()]).await;
+    assert_eq!(code, 1, "{out}");
+    for needle in [
+        "careless.yaml",
+        "metadata.name",
+        "spec.apiKey: unknown field",
+        "spec.retry.maxAtempts: unknown field",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing:\n{out}");
+    }
+    assert!(!out.contains("listening"), "nothing may be served:\n{out}");
+}
