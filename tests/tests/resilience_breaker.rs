@@ -302,3 +302,77 @@ async fn throttling_and_client_errors_are_not_failures_but_timeouts_are() {
     assert_sidecar_error(&rig.get("/ok").await, 503, "circuit_open");
     assert_eq!(up.count(), 11);
 }
+
+/// Reads one response head (and its `content-length` body) from a raw connection; `None` if
+/// the connection closed first.
+async fn read_response(c: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(text);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fail_fast_answer_keeps_the_apps_connection_usable() {
+    use tokio::io::AsyncWriteExt;
+    let (rig, _port) = Rig::dead_upstream(json!({
+        "retry": no_retries(),
+        "circuitBreaker": {"consecutiveFailures": 1, "openDuration": "60s"},
+    }))
+    .await;
+    assert_sidecar_error(&rig.get("/trip").await, 502, "upstream_connect");
+
+    // A POST whose body arrives after its head: answered circuit_open before the body is
+    // read. The connection must still carry the next request.
+    let mut c = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
+        .await
+        .unwrap();
+    c.write_all(b"POST /charges HTTP/1.1\r\nHost: localhost\r\ncontent-length: 16\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.write_all(b"{\"amount\": 100}\n").await.unwrap();
+    let first = read_response(&mut c).await.expect("an answer to the POST");
+    assert!(first.contains("x-attache-error: circuit_open"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_response(&mut c)
+        .await
+        .expect("the connection was closed after the fail-fast answer, without saying so");
+    assert!(second.contains("x-attache-error: circuit_open"), "{second}");
+
+    // A body that cannot be drained (chunked, never finished): the answer says so.
+    let mut c = tokio::net::TcpStream::connect(rig.sidecar.addr(0))
+        .await
+        .unwrap();
+    c.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_response(&mut c).await.expect("an answer");
+    assert!(answer.contains("x-attache-error: circuit_open"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}

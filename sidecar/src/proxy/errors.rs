@@ -66,6 +66,9 @@ pub struct SidecarError {
     pub message: String,
     /// Sent as `Retry-After` (whole seconds, rounded up).
     pub retry_after: Option<Duration>,
+    /// The app's connection cannot be reused (its request body was not read): the answer
+    /// says `Connection: close`.
+    pub close_connection: bool,
 }
 
 impl SidecarError {
@@ -74,7 +77,13 @@ impl SidecarError {
             code,
             message: message.into(),
             retry_after: None,
+            close_connection: false,
         }
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close_connection = true;
+        self
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Self {
@@ -99,6 +108,9 @@ pub fn respond(err: &SidecarError, integration: &str) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if err.close_connection {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(d) = err.retry_after {
         let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

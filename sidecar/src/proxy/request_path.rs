@@ -112,54 +112,13 @@ async fn forward(
     deadline: Instant,
     inflight: InflightGuard,
 ) -> Result<Response<Body>, SidecarError> {
-    let (mut parts, incoming) = req.into_parts();
-    // A request the sidecar will not forward is refused before it takes any slot.
-    check(&parts)?;
+    let (parts, incoming) = req.into_parts();
+    let (prepared, held, resend_safe) = match admit(ig, parts, inflight).await {
+        Ok(a) => a,
+        Err(e) => return Err(refuse(incoming, e).await),
+    };
     let p = &ig.policies;
-    if let Some(wait) = p.breaker.open_for() {
-        return Err(circuit_open(wait));
-    }
-    let permit = p.bulkhead.acquire().await.map_err(|f| {
-        SidecarError::new(
-            ErrorCode::Overloaded,
-            format!(
-                "{} requests already in flight (concurrency.maxInFlight)",
-                f.max_in_flight
-            ),
-        )
-    })?;
-    let held = Held {
-        _permit: permit,
-        _inflight: inflight,
-        integration: ig.clone(),
-    };
-
-    strip_hop_by_hop(&mut parts.headers);
-    let uri = ig
-        .upstream_uri(parts.uri.path_and_query())
-        .map_err(|e| SidecarError::new(ErrorCode::BadRequest, format!("request path: {e}")))?;
-    parts.uri = uri;
-    parts.headers.insert(header::HOST, ig.host_header.clone());
     let cfg = &ig.config.retry;
-    let mut has_key = parts.headers.contains_key(&ig.idempotency_header);
-    if !has_key
-        && cfg.generate_idempotency_key
-        && (parts.method == Method::POST || parts.method == Method::PATCH)
-    {
-        let key = uuid::Uuid::new_v4().to_string();
-        parts.headers.insert(
-            ig.idempotency_header.clone(),
-            HeaderValue::try_from(key).expect("a UUID is a valid header value"),
-        );
-        has_key = true;
-    }
-    let resend_safe = retry::safe_to_resend(&parts.method, has_key);
-    ig.credentials.apply(&mut parts).await?;
-    let prepared = Prepared {
-        method: parts.method,
-        uri: parts.uri,
-        headers: parts.headers,
-    };
     let mut body = RequestBody::prepare(body::boxed(incoming), cfg.replay_buffer_bytes)
         .await
         .map_err(|e| {
@@ -167,6 +126,7 @@ async fn forward(
                 ErrorCode::BadRequest,
                 format!("reading the request body: {e}"),
             )
+            .closing()
         })?;
     p.budget.deposit();
 
@@ -306,6 +266,92 @@ async fn forward(
         // gate or breaker, this is what the app gets.
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Everything before the request body is read: refusals, the circuit, the bulkhead, then the
+/// request as it goes upstream (hop-by-hop strip, URI, Host, idempotency key, credentials).
+async fn admit(
+    ig: &Arc<Integration>,
+    mut parts: http::request::Parts,
+    inflight: InflightGuard,
+) -> Result<(Prepared, Held, bool), SidecarError> {
+    // A request the sidecar will not forward is refused before it takes any slot.
+    check(&parts)?;
+    let p = &ig.policies;
+    if let Some(wait) = p.breaker.open_for() {
+        return Err(circuit_open(wait));
+    }
+    let permit = p.bulkhead.acquire().await.map_err(|f| {
+        SidecarError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{} requests already in flight (concurrency.maxInFlight)",
+                f.max_in_flight
+            ),
+        )
+    })?;
+    let held = Held {
+        _permit: permit,
+        _inflight: inflight,
+        integration: ig.clone(),
+    };
+
+    strip_hop_by_hop(&mut parts.headers);
+    let uri = ig
+        .upstream_uri(parts.uri.path_and_query())
+        .map_err(|e| SidecarError::new(ErrorCode::BadRequest, format!("request path: {e}")))?;
+    parts.uri = uri;
+    parts.headers.insert(header::HOST, ig.host_header.clone());
+    let cfg = &ig.config.retry;
+    let mut has_key = parts.headers.contains_key(&ig.idempotency_header);
+    if !has_key
+        && cfg.generate_idempotency_key
+        && (parts.method == Method::POST || parts.method == Method::PATCH)
+    {
+        let key = uuid::Uuid::new_v4().to_string();
+        parts.headers.insert(
+            ig.idempotency_header.clone(),
+            HeaderValue::try_from(key).expect("a UUID is a valid header value"),
+        );
+        has_key = true;
+    }
+    let resend_safe = retry::safe_to_resend(&parts.method, has_key);
+    ig.credentials.apply(&mut parts).await?;
+    let prepared = Prepared {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+    };
+    Ok((prepared, held, resend_safe))
+}
+
+/// Request bodies up to this size are read and dropped when the sidecar answers before
+/// reading them, so the app's keep-alive connection survives a fail-fast answer.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// `e`, after reading what is left of a small request body. Without it hyper closes the
+/// connection after the answer without saying so, and the app's next request on it fails
+/// (a POST answered `circuit_open` looked like a lost request to the app). A body too large or
+/// too slow to drain gets `Connection: close` on the answer instead.
+async fn refuse(incoming: Incoming, e: SidecarError) -> SidecarError {
+    use http_body_util::BodyExt;
+    if incoming.is_end_stream() {
+        return e;
+    }
+    let small = incoming
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= DRAIN_LIMIT);
+    if small
+        && matches!(
+            tokio::time::timeout(DRAIN_TIME, incoming.collect()).await,
+            Ok(Ok(_))
+        )
+    {
+        return e;
+    }
+    e.closing()
 }
 
 /// Reads the provider's throttling signals and pauses the integration accordingly.
