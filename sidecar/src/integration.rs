@@ -38,6 +38,15 @@ pub enum BuildError {
     Upstream { name: String, what: String },
 }
 
+/// How the app named a request's path, which decides whether the base path is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathOrigin {
+    /// On the integration's own listener: `/charges` means `BASE/charges`.
+    Relative,
+    /// Through the HTTP proxy listener: `http://HOST/v1/charges` is already the full path.
+    Absolute,
+}
+
 pub struct Integration {
     pub name: String,
     pub config: SidecarConfig,
@@ -145,11 +154,17 @@ impl Integration {
         })
     }
 
-    /// The upstream URI for a request path: base path + the app's path and query.
-    pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+    /// The upstream URI for the app's path and query: on the integration's own listener the
+    /// path is relative to the upstream URL's base path; through the proxy listener the app
+    /// named the third party's full URL, base path included, so it is sent as it is.
+    pub fn upstream_uri(
+        &self,
+        pq: Option<&PathAndQuery>,
+        origin: PathOrigin,
+    ) -> Result<Uri, http::Error> {
         let base = &self.config.upstream.base_path;
         let pq = pq.map(PathAndQuery::as_str).unwrap_or("/");
-        let full = if base.is_empty() {
+        let full = if base.is_empty() || origin == PathOrigin::Absolute {
             pq.to_string()
         } else {
             format!("{base}{pq}")

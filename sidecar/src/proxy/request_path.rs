@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     body::{self, Body, BoxError},
-    integration::Integration,
+    integration::{Integration, PathOrigin},
     resilience::{
         backoff,
         breaker::{Admit, CircuitState},
@@ -49,7 +49,11 @@ use crate::{
 const MAX_PROVIDER_HOLD: Duration = Duration::from_secs(600);
 
 /// Serves one request for `integration`, recording metrics; never fails.
-pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(
+    integration: Arc<Integration>,
+    req: Request<Incoming>,
+    origin: PathOrigin,
+) -> Response<Body> {
     let started = Instant::now();
     // Counts until the response body is done (or the error is answered): like the bulkhead.
     let inflight = InflightGuard::new(&integration.inflight);
@@ -58,16 +62,18 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
         .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
     let deadline = started + total;
-    let result =
-        match tokio::time::timeout_at(deadline, forward(&integration, req, deadline, inflight))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(SidecarError::new(
-                ErrorCode::Timeout,
-                format!("no response within the request timeout ({total:?})"),
-            )),
-        };
+    let result = match tokio::time::timeout_at(
+        deadline,
+        forward(&integration, req, origin, deadline, inflight),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SidecarError::new(
+            ErrorCode::Timeout,
+            format!("no response within the request timeout ({total:?})"),
+        )),
+    };
     let resp = match result {
         Ok(resp) => {
             integration.count_response(resp.status().as_str());
@@ -111,6 +117,7 @@ impl Prepared {
 async fn forward(
     ig: &Integration,
     req: Request<Incoming>,
+    origin: PathOrigin,
     deadline: Instant,
     inflight: InflightGuard,
 ) -> Result<Response<Body>, SidecarError> {
@@ -136,7 +143,7 @@ async fn forward(
     check(&parts)?;
     strip_hop_by_hop(&mut parts.headers);
     let uri = ig
-        .upstream_uri(parts.uri.path_and_query())
+        .upstream_uri(parts.uri.path_and_query(), origin)
         .map_err(|e| SidecarError::new(ErrorCode::BadRequest, format!("request path: {e}")))?;
     parts.uri = uri;
     parts.headers.insert(header::HOST, ig.host_header.clone());
