@@ -4,8 +4,12 @@
 //! Secrets), `attache-operator render` and the sidecar's local mode (reading files) all produce
 //! the same bytes from the same inputs.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use k8s_openapi::jiff::Timestamp;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use crate::{
@@ -81,7 +85,7 @@ pub enum RenderError {
         key: String,
     },
     #[error("{field}: {kind} {name:?} key {key:?} is not usable: {reason}")]
-    InvalidCertificate {
+    CertificateInvalid {
         field: String,
         kind: &'static str,
         name: String,
@@ -119,18 +123,32 @@ impl RenderError {
             RenderError::SecretNotFound { .. } => "SecretNotFound",
             RenderError::ConfigMapNotFound { .. } => "ConfigMapNotFound",
             RenderError::KeyNotFound { .. } => "KeyNotFound",
-            RenderError::InvalidCertificate { .. } => "InvalidCertificate",
+            RenderError::CertificateInvalid { .. } => "CertificateInvalid",
             RenderError::EmptyCredential { .. } => "EmptyCredential",
             RenderError::SourceUnavailable { .. } => "SecretUnavailable",
         }
     }
 }
 
-/// Renders one integration.
+/// A client certificate whose `notBefore` is at most this far ahead of our clock is accepted:
+/// one just issued by a clock slightly ahead of ours is not "not yet valid" for long.
+pub const NOT_BEFORE_LEEWAY_SECS: i64 = 60;
+
+/// Renders one integration, checking certificate dates against the system clock.
 pub fn render(
     xint: &ExternalIntegration,
     source: &dyn SecretSource,
     opts: RenderOptions,
+) -> Result<Rendered, RenderError> {
+    render_at(xint, source, opts, SystemTime::now())
+}
+
+/// [`render`] with the clock given: a client certificate must be valid at `now`.
+pub fn render_at(
+    xint: &ExternalIntegration,
+    source: &dyn SecretSource,
+    opts: RenderOptions,
+    now: SystemTime,
 ) -> Result<Rendered, RenderError> {
     let name = xint.metadata.name.clone().unwrap_or_default();
     let spec = &xint.spec;
@@ -150,7 +168,7 @@ pub fn render(
     let mut files = BTreeMap::new();
     let upstream = upstream_config(spec);
     let auth = auth_config(spec, source, &mut files)?;
-    let (tls, not_after) = tls_config(spec, source, &mut files)?;
+    let (tls, not_after) = tls_config(spec, source, unix_secs(now), &mut files)?;
     let config = SidecarConfig {
         api_version: CONFIG_API_VERSION.to_string(),
         name,
@@ -357,6 +375,7 @@ fn auth_config(
 fn tls_config(
     spec: &ExternalIntegrationSpec,
     source: &dyn SecretSource,
+    now: i64,
     out: &mut BTreeMap<String, SecretBytes>,
 ) -> Result<(TlsConfig, Option<i64>), RenderError> {
     let l = Lookup { source };
@@ -370,7 +389,7 @@ fn tls_config(
             CaBundleKind::ConfigMap => "ConfigMap",
         };
         let pem = l.get(field, kind, &ca.name, key)?;
-        let bad = |reason: String| RenderError::InvalidCertificate {
+        let bad = |reason: String| RenderError::CertificateInvalid {
             field: field.into(),
             kind,
             name: ca.name.clone(),
@@ -391,7 +410,7 @@ fn tls_config(
         let name = &cc.secret_name;
         let chain = l.secret(field, name, d::TLS_CERT_KEY)?;
         let key = l.secret(field, name, d::TLS_KEY_KEY)?;
-        let bad = |k: &str, reason: String| RenderError::InvalidCertificate {
+        let bad = |k: &str, reason: String| RenderError::CertificateInvalid {
             field: field.into(),
             kind: "Secret",
             name: name.clone(),
@@ -400,8 +419,9 @@ fn tls_config(
         };
         let certs = parse_certs(chain.expose()).map_err(|r| bad(d::TLS_CERT_KEY, r))?;
         not_after = Some(leaf_not_after(&certs[0]).map_err(|r| bad(d::TLS_CERT_KEY, r))?);
-        PrivateKeyDer::from_pem_slice(key.expose())
+        let private_key = PrivateKeyDer::from_pem_slice(key.expose())
             .map_err(|e| bad(d::TLS_KEY_KEY, format!("no PEM private key ({e})")))?;
+        check_client_pair(&certs[0], &private_key, now).map_err(|(k, r)| bad(k, r))?;
         out.insert(files::CLIENT_CERT.into(), chain);
         out.insert(files::CLIENT_KEY.into(), key);
         true
@@ -421,6 +441,71 @@ fn tls_config(
         },
         not_after,
     ))
+}
+
+/// What the sidecar and the third party would refuse, found where the Secret can be named: a
+/// certificate outside its validity at `now` (Unix seconds), or a key that is not the
+/// certificate's. The error names the key (`tls.crt` or `tls.key`) at fault.
+fn check_client_pair(
+    leaf: &CertificateDer<'_>,
+    key: &PrivateKeyDer<'_>,
+    now: i64,
+) -> Result<(), (&'static str, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| (d::TLS_CERT_KEY, format!("not an X.509 certificate ({e})")))?;
+    let validity = cert.validity();
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    if now > not_after {
+        return Err((
+            d::TLS_CERT_KEY,
+            format!("the certificate expired at {}", rfc3339(not_after)),
+        ));
+    }
+    if not_before > now + NOT_BEFORE_LEEWAY_SECS {
+        return Err((
+            d::TLS_CERT_KEY,
+            format!(
+                "the certificate is not valid before {}",
+                rfc3339(not_before)
+            ),
+        ));
+    }
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| {
+        (
+            d::TLS_KEY_KEY,
+            format!("unsupported private key ({e}): RSA, ECDSA P-256/P-384 or Ed25519 expected"),
+        )
+    })?;
+    // A key type whose public half cannot be derived is left to the TLS handshake.
+    if let Some(public) = signing_key.public_key() {
+        if public.as_ref() != cert.public_key().raw {
+            return Err((
+                d::TLS_KEY_KEY,
+                format!(
+                    "the private key does not belong to the certificate in {} (a key pair \
+                     from another certificate?)",
+                    d::TLS_CERT_KEY
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `2027-03-01T00:00:00Z`, or the raw seconds outside the years 0000-9999.
+fn rfc3339(secs: i64) -> String {
+    Timestamp::from_second(secs)
+        .map_or_else(|_| format!("{secs} (Unix seconds)"), |t| t.to_string())
 }
 
 /// Parses a PEM bundle into DER certificates; at least one is required.

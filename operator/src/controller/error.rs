@@ -48,7 +48,7 @@ impl Error {
                 RenderError::SecretNotFound { .. } => "secret_not_found",
                 RenderError::ConfigMapNotFound { .. } => "config_map_not_found",
                 RenderError::KeyNotFound { .. } => "key_not_found",
-                RenderError::InvalidCertificate { .. } => "invalid_certificate",
+                RenderError::CertificateInvalid { .. } => "certificate_invalid",
                 RenderError::EmptyCredential { .. } => "empty_credential",
                 RenderError::SourceUnavailable { .. } => "secret_unavailable",
             },
