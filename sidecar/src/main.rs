@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let log_format = cli.log.log_format;
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(args) => run(*args).await,
@@ -44,11 +45,29 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("attache-sidecar: {e:#}");
+            // Said once: as a JSON log line for log collectors, else as plain text.
+            let message = report(&e);
+            match log_format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("attache-sidecar: {message}"),
+            }
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already include their source's
+/// text in their own message, which `{:#}` would then repeat.
+fn report(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 async fn run(args: attache_sidecar::cli::RunArgs) -> anyhow::Result<()> {

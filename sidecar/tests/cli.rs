@@ -79,6 +79,13 @@ fn missing_secret_is_named() {
         err.contains("stripe-key") && err.contains("not found"),
         "{err}"
     );
+    // Said once, not once per log line and once more per error in the chain.
+    let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        all.matches("Secret \"stripe-key\" not found").count(),
+        1,
+        "{all}"
+    );
 }
 
 #[test]
