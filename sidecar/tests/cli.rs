@@ -112,9 +112,11 @@ fn demo_runs_and_reports_what_happened() {
             "{needle:?} missing from demo output:\n{stdout}"
         );
     }
-    // The direct call without a client certificate must fail.
+    // The direct call without a client certificate must fail, and say why.
     assert!(
-        stdout.contains("no client certificate:  refused"),
+        stdout.contains(
+            "no client certificate:  refused: the third party requires a client certificate"
+        ),
         "{stdout}"
     );
 }

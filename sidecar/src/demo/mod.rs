@@ -228,22 +228,55 @@ async fn direct_call_without_cert(pki: &pki::DemoPki, addr: SocketAddr) -> Strin
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let req = http::Request::get("/v1/charges")
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .map_err(std::io::Error::other)?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>(resp.status())
+        match send.send_request(req).await {
+            Ok(resp) => Ok::<_, std::io::Error>(resp.status()),
+            // The request only learns that its connection went away; the connection's own
+            // error says why (the server's TLS alert).
+            Err(e) => Err(match conn.await {
+                Ok(Err(why)) => std::io::Error::other(why),
+                _ => std::io::Error::other(e),
+            }),
+        }
     };
     match tokio::time::timeout(Duration::from_secs(3), attempt).await {
         Ok(Ok(status)) => format!("got HTTP {status} (unexpected)"),
-        Ok(Err(e)) => format!("refused ({})", short(&e.to_string())),
+        Ok(Err(e)) => format!("refused: {}", why_refused(&e)),
         Err(_) => "timed out".into(),
     }
+}
+
+/// Why a TLS peer refused us, from anywhere in the error's chain: the TLS alert it sent if
+/// there is one, else the innermost message.
+fn why_refused(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e.to_string();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        // An io::Error hides the error it wraps from `source()`: look inside it too.
+        let wrapped = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), wrapped].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) = candidate.downcast_ref() {
+                return match alert {
+                    rustls::AlertDescription::CertificateRequired => {
+                        "the third party requires a client certificate (TLS alert \
+                         certificate_required)"
+                            .into()
+                    }
+                    other => format!("the third party sent the TLS alert {other:?}"),
+                };
+            }
+            innermost = candidate.to_string();
+        }
+        next = wrapped.and_then(|w| w.source()).or_else(|| err.source());
+    }
+    short(&innermost)
 }
 
 fn short(s: &str) -> String {
