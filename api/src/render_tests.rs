@@ -202,6 +202,55 @@ fn a_client_certificate_outside_its_validity_is_refused() {
 }
 
 #[test]
+fn every_missing_secret_and_key_is_named_at_once_and_once() {
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: bank}
+spec:
+  upstream: {url: "https://bank.example"}
+  auth:
+    oauth2ClientCredentials:
+      tokenUrl: https://bank.example/token
+      clientId: attache
+      clientSecretRef: {name: bank-oauth, key: client-secret}
+  tls:
+    caBundleRef: {name: bank-ca}
+    clientCertificate: {secretName: bank-mtls}
+"#;
+    let err = render(&one(yaml), &MapSource::default(), RenderOptions::default()).unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.auth.oauth2ClientCredentials.clientSecretRef: Secret \"bank-oauth\" not found",
+            "spec.tls.caBundleRef: Secret \"bank-ca\" not found",
+            // Both keys of the missing Secret, said once.
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" not found",
+        ]
+    );
+    assert_eq!(err.reason(), "SecretNotFound", "the first problem's");
+    assert_eq!(err.to_string(), problems.join("; "));
+
+    // The Secret exists without its keys: each key is named.
+    let src = MapSource::default()
+        .with("bank-oauth", "client-secret", "s3cret")
+        .with("bank-ca", "other", "x")
+        .with("bank-mtls", "other", "x");
+    let err = render(&one(yaml), &src, RenderOptions::default()).unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.tls.caBundleRef: Secret \"bank-ca\" has no key \"ca.crt\"",
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" has no key \"tls.crt\"",
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" has no key \"tls.key\"",
+        ]
+    );
+    assert_eq!(err.reason(), "KeyNotFound");
+}
+
+#[test]
 fn invalid_specs_name_the_field() {
     let yaml = r#"
 apiVersion: attache.dev/v1alpha1

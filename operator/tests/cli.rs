@@ -309,13 +309,18 @@ fn render_names_the_integration_and_the_missing_secret_and_writes_nothing() {
     let out = dir.path().join("out");
     let run = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(run.code, Some(1));
+    // Every problem of the run, one line each.
     assert_eq!(
         run.stderr,
         format!(
-            "{} (document 2): ExternalIntegration payments/bank: spec.tls.caBundleRef: \
-             ConfigMap \"bank-ca\" not found (expected a directory {})\nnothing written\n",
-            manifest.display(),
-            secrets.join("bank-ca").display()
+            "{m} (document 2): ExternalIntegration payments/bank: spec.tls.caBundleRef: \
+             ConfigMap \"bank-ca\" not found (expected a directory {})\n\
+             {m} (document 2): ExternalIntegration payments/bank: spec.tls.clientCertificate: \
+             Secret \"bank-mtls\" has no key \"tls.key\" (expected a file {})\n\
+             nothing written\n",
+            secrets.join("bank-ca").display(),
+            secrets.join("bank-mtls").join("tls.key").display(),
+            m = manifest.display(),
         )
     );
     assert!(!out.exists(), "render wrote output despite a failure");
