@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use attache_api::config::url_env_name;
 use attache_sidecar::{
     app::Sidecar,
     cli::{default_worker_threads, Cli, Command, LogFormat},
@@ -72,6 +73,19 @@ fn report(e: &anyhow::Error) -> String {
 
 async fn run(args: attache_sidecar::cli::RunArgs) -> anyhow::Result<()> {
     let sidecar = Sidecar::start(args.options()).await?;
+    if !args.manifest.is_empty() {
+        // Local mode: what the injector would put in the app's environment.
+        for (name, addr) in &sidecar.integration_addrs {
+            tracing::info!(
+                "the app calls {name} at {}=http://{addr}",
+                url_env_name(name)
+            );
+        }
+        tracing::info!(
+            "the app sends absolute http:// URLs through ATTACHE_PROXY_URL=http://{}",
+            sidecar.proxy_addr
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     if sidecar.shutdown(args.drain_timeout).await {
