@@ -58,10 +58,12 @@ cleanup() {
   for c in "${containers[@]}"; do bah rm "$c" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
+# Images of earlier runs (this storage is ours alone): vfs keeps a full copy of each.
+bah rm --all >/dev/null 2>&1 || true
+bah rmi --all --force >/dev/null 2>&1 || true
 
 for image in sidecar operator; do
   step "build attache-$image:$tag (FROM $base)"
-  bah rmi --force "attache-$image:$tag" >/dev/null 2>&1 || true
   bah bud --isolation chroot --quiet -f Dockerfile --target "$image" \
     --build-arg BINARIES=prebuilt --build-arg RUNTIME_BASE="$base" \
     -t "attache-$image:$tag" "$ctx" >/dev/null
@@ -76,8 +78,9 @@ done
 step "attache-sidecar demo inside the sidecar image"
 ctr="$(bah from --quiet "attache-sidecar:$tag")"
 containers+=("$ctr")
-bah run --isolation chroot "$ctr" -- /usr/local/bin/attache-sidecar --version
-out="$(bah run --isolation chroot "$ctr" -- /usr/local/bin/attache-sidecar demo 2>&1)" ||
+# By bare name, as the injected container's command is: found through the image's PATH.
+bah run --isolation chroot "$ctr" -- attache-sidecar --version
+out="$(bah run --isolation chroot "$ctr" -- attache-sidecar demo 2>&1)" ||
   { echo "$out"; fail "the demo failed inside the sidecar image"; }
 echo "$out"
 grep -q '^Demo finished' <<<"$out" || fail "the demo did not finish inside the sidecar image"
@@ -122,5 +125,4 @@ for entry in json.loads((root / "index.json").read_text())["manifests"]:
         status = 1
 sys.exit(status)
 PY
-bah rmi --prune >/dev/null 2>&1 || true
 step "done"
