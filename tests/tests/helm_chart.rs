@@ -556,7 +556,7 @@ fn notes_commands_work_as_printed() {
     // The CRD is not upgraded by `helm upgrade`: the notes say how.
     assert!(
         commands.iter().any(|c| c.starts_with("helm show crds ")
-            && c.ends_with("| kubectl apply --server-side -f -")),
+            && c.ends_with("| kubectl apply --server-side --force-conflicts -f -")),
         "{notes}"
     );
 }
