@@ -41,6 +41,19 @@ pub mod ports {
     pub const ADMIN: u16 = 15090;
 }
 
+/// `ATTACHE_<NAME>_URL`, the variable that carries an integration's listener URL to the app:
+/// the name upper-cased, `-` and `.` to `_`. The injector sets it; local mode prints it.
+pub fn url_env_name(integration: &str) -> String {
+    let name: String = integration
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("ATTACHE_{name}_URL")
+}
+
 /// Secret keys (file names) in the generated Secret.
 pub mod files {
     pub const AUTH_CREDENTIAL: &str = "auth-credential";

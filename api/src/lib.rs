@@ -19,7 +19,9 @@ pub mod validate;
 
 pub use config::SidecarConfig;
 pub use duration::KubeDuration;
-pub use render::{render, RenderError, RenderOptions, Rendered, SecretSource, SourceError};
+pub use render::{
+    render, render_at, RenderError, RenderOptions, Rendered, SecretSource, SourceError,
+};
 pub use secret::SecretBytes;
 pub use spec::{ExternalIntegration, ExternalIntegrationSpec, ExternalIntegrationStatus};
 pub use validate::{validate_spec, FieldError};

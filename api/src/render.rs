@@ -4,15 +4,22 @@
 //! Secrets), `attache-operator render` and the sidecar's local mode (reading files) all produce
 //! the same bytes from the same inputs.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use k8s_openapi::jiff::Timestamp;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use crate::{
     config::{self, files, *},
     defaults as d,
     secret::SecretBytes,
-    spec::{CaBundleKind, ExternalIntegration, ExternalIntegrationSpec, RateLimitScope},
+    spec::{
+        CaBundleKind, CaBundleRef, ClientCertificateRef, ExternalIntegration,
+        ExternalIntegrationSpec, RateLimitScope,
+    },
     validate::{validate_spec, FieldError},
 };
 
@@ -81,7 +88,7 @@ pub enum RenderError {
         key: String,
     },
     #[error("{field}: {kind} {name:?} key {key:?} is not usable: {reason}")]
-    InvalidCertificate {
+    CertificateInvalid {
         field: String,
         kind: &'static str,
         name: String,
@@ -102,6 +109,9 @@ pub enum RenderError {
         name: String,
         message: String,
     },
+    /// Several of the above at once, each once: one run names everything there is to fix.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<RenderError>),
 }
 
 fn join(errs: &[FieldError]) -> String {
@@ -112,25 +122,70 @@ fn join(errs: &[FieldError]) -> String {
 }
 
 impl RenderError {
-    /// The `Ready=False` reason this error maps to.
+    /// One error for `problems` (at least one), duplicates dropped.
+    fn all(problems: Vec<RenderError>) -> RenderError {
+        let mut unique: Vec<RenderError> = Vec::with_capacity(problems.len());
+        for p in problems.into_iter().flat_map(RenderError::into_problems) {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+        }
+        if unique.len() == 1 {
+            unique.remove(0)
+        } else {
+            RenderError::Several(unique)
+        }
+    }
+
+    fn into_problems(self) -> Vec<RenderError> {
+        match self {
+            RenderError::Several(list) => list,
+            one => vec![one],
+        }
+    }
+
+    /// Each problem on its own (one, unless this is [`RenderError::Several`]).
+    pub fn problems(&self) -> Vec<&RenderError> {
+        match self {
+            RenderError::Several(list) => list.iter().collect(),
+            one => vec![one],
+        }
+    }
+
+    /// The `Ready=False` reason this error maps to (the first problem's, for several).
     pub fn reason(&self) -> &'static str {
         match self {
+            RenderError::Several(list) => list.first().map_or("InvalidSpec", RenderError::reason),
             RenderError::Invalid(_) => "InvalidSpec",
             RenderError::SecretNotFound { .. } => "SecretNotFound",
             RenderError::ConfigMapNotFound { .. } => "ConfigMapNotFound",
             RenderError::KeyNotFound { .. } => "KeyNotFound",
-            RenderError::InvalidCertificate { .. } => "InvalidCertificate",
+            RenderError::CertificateInvalid { .. } => "CertificateInvalid",
             RenderError::EmptyCredential { .. } => "EmptyCredential",
             RenderError::SourceUnavailable { .. } => "SecretUnavailable",
         }
     }
 }
 
-/// Renders one integration.
+/// A client certificate whose `notBefore` is at most this far ahead of our clock is accepted:
+/// one just issued by a clock slightly ahead of ours is not "not yet valid" for long.
+pub const NOT_BEFORE_LEEWAY_SECS: i64 = 60;
+
+/// Renders one integration, checking certificate dates against the system clock.
 pub fn render(
     xint: &ExternalIntegration,
     source: &dyn SecretSource,
     opts: RenderOptions,
+) -> Result<Rendered, RenderError> {
+    render_at(xint, source, opts, SystemTime::now())
+}
+
+/// [`render`] with the clock given: a client certificate must be valid at `now`.
+pub fn render_at(
+    xint: &ExternalIntegration,
+    source: &dyn SecretSource,
+    opts: RenderOptions,
+    now: SystemTime,
 ) -> Result<Rendered, RenderError> {
     let name = xint.metadata.name.clone().unwrap_or_default();
     let spec = &xint.spec;
@@ -149,8 +204,16 @@ pub fn render(
     }
     let mut files = BTreeMap::new();
     let upstream = upstream_config(spec);
-    let auth = auth_config(spec, source, &mut files)?;
-    let (tls, not_after) = tls_config(spec, source, &mut files)?;
+    let auth = auth_config(spec, source, &mut files);
+    let tls = tls_config(spec, source, unix_secs(now), &mut files);
+    let (auth, (tls, not_after)) = match (auth, tls) {
+        (Ok(auth), Ok(tls)) => (auth, tls),
+        (auth, tls) => {
+            return Err(RenderError::all(
+                [auth.err(), tls.err()].into_iter().flatten().collect(),
+            ))
+        }
+    };
     let config = SidecarConfig {
         api_version: CONFIG_API_VERSION.to_string(),
         name,
@@ -322,8 +385,9 @@ fn auth_config(
     }
     if let Some(b) = &a.basic {
         let n = &b.secret_ref.name;
-        let user = l.credential("spec.auth.basic.secretRef", n, d::BASIC_USERNAME_KEY)?;
-        let pass = l.credential("spec.auth.basic.secretRef", n, d::BASIC_PASSWORD_KEY)?;
+        let user = l.credential("spec.auth.basic.secretRef", n, d::BASIC_USERNAME_KEY);
+        let pass = l.credential("spec.auth.basic.secretRef", n, d::BASIC_PASSWORD_KEY);
+        let (user, pass) = both(user, pass)?;
         out.insert(files::AUTH_USERNAME.into(), user);
         out.insert(files::AUTH_PASSWORD.into(), pass);
         return Ok(AuthConfig::Basic);
@@ -357,70 +421,165 @@ fn auth_config(
 fn tls_config(
     spec: &ExternalIntegrationSpec,
     source: &dyn SecretSource,
+    now: i64,
     out: &mut BTreeMap<String, SecretBytes>,
 ) -> Result<(TlsConfig, Option<i64>), RenderError> {
     let l = Lookup { source };
     let t = spec.tls.clone().unwrap_or_default();
-    let mut not_after = None;
-    let custom_ca = if let Some(ca) = &t.ca_bundle_ref {
-        let field = "spec.tls.caBundleRef";
-        let key = ca.key.as_deref().unwrap_or(d::CA_BUNDLE_KEY);
-        let kind = match ca.kind.unwrap_or(CaBundleKind::Secret) {
-            CaBundleKind::Secret => "Secret",
-            CaBundleKind::ConfigMap => "ConfigMap",
-        };
-        let pem = l.get(field, kind, &ca.name, key)?;
-        let bad = |reason: String| RenderError::InvalidCertificate {
-            field: field.into(),
-            kind,
-            name: ca.name.clone(),
-            key: key.into(),
-            reason,
-        };
-        let certs = parse_certs(pem.expose()).map_err(bad)?;
-        for c in &certs {
-            leaf_not_after(c).map_err(bad)?;
-        }
-        out.insert(files::CA_BUNDLE.into(), pem);
-        true
-    } else {
-        false
-    };
-    let client_certificate = if let Some(cc) = &t.client_certificate {
-        let field = "spec.tls.clientCertificate";
-        let name = &cc.secret_name;
-        let chain = l.secret(field, name, d::TLS_CERT_KEY)?;
-        let key = l.secret(field, name, d::TLS_KEY_KEY)?;
-        let bad = |k: &str, reason: String| RenderError::InvalidCertificate {
-            field: field.into(),
-            kind: "Secret",
-            name: name.clone(),
-            key: k.into(),
-            reason,
-        };
-        let certs = parse_certs(chain.expose()).map_err(|r| bad(d::TLS_CERT_KEY, r))?;
-        not_after = Some(leaf_not_after(&certs[0]).map_err(|r| bad(d::TLS_CERT_KEY, r))?);
-        PrivateKeyDer::from_pem_slice(key.expose())
-            .map_err(|e| bad(d::TLS_KEY_KEY, format!("no PEM private key ({e})")))?;
-        out.insert(files::CLIENT_CERT.into(), chain);
-        out.insert(files::CLIENT_KEY.into(), key);
-        true
-    } else {
-        false
-    };
+    // Both looked at, so that one run names every problem.
+    let ca = t.ca_bundle_ref.as_ref().map(|ca| ca_bundle(&l, ca, out));
+    let client = t
+        .client_certificate
+        .as_ref()
+        .map(|cc| client_certificate(&l, cc, now, out));
+    let (ca, not_after) = both(ca.transpose(), client.transpose())?;
     let min_version = match t.min_version.as_deref() {
         Some("1.3") => TlsVersion::V1_3,
         _ => TlsVersion::V1_2,
     };
     Ok((
         TlsConfig {
-            custom_ca,
-            client_certificate,
+            custom_ca: ca.is_some(),
+            client_certificate: not_after.is_some(),
             min_version,
             server_name: t.server_name.clone(),
         },
         not_after,
     ))
+}
+
+/// `spec.tls.caBundleRef`: a PEM bundle of X.509 certificates, into `out`.
+fn ca_bundle(
+    l: &Lookup<'_>,
+    ca: &CaBundleRef,
+    out: &mut BTreeMap<String, SecretBytes>,
+) -> Result<(), RenderError> {
+    let field = "spec.tls.caBundleRef";
+    let key = ca.key.as_deref().unwrap_or(d::CA_BUNDLE_KEY);
+    let kind = match ca.kind.unwrap_or(CaBundleKind::Secret) {
+        CaBundleKind::Secret => "Secret",
+        CaBundleKind::ConfigMap => "ConfigMap",
+    };
+    let pem = l.get(field, kind, &ca.name, key)?;
+    let bad = |reason: String| RenderError::CertificateInvalid {
+        field: field.into(),
+        kind,
+        name: ca.name.clone(),
+        key: key.into(),
+        reason,
+    };
+    let certs = parse_certs(pem.expose()).map_err(bad)?;
+    for c in &certs {
+        leaf_not_after(c).map_err(bad)?;
+    }
+    out.insert(files::CA_BUNDLE.into(), pem);
+    Ok(())
+}
+
+/// `spec.tls.clientCertificate`: a chain and its key, usable at `now`, into `out`; returns the
+/// leaf's `notAfter`.
+fn client_certificate(
+    l: &Lookup<'_>,
+    cc: &ClientCertificateRef,
+    now: i64,
+    out: &mut BTreeMap<String, SecretBytes>,
+) -> Result<i64, RenderError> {
+    let field = "spec.tls.clientCertificate";
+    let name = &cc.secret_name;
+    let (chain, key) = both(
+        l.secret(field, name, d::TLS_CERT_KEY),
+        l.secret(field, name, d::TLS_KEY_KEY),
+    )?;
+    let bad = |k: &str, reason: String| RenderError::CertificateInvalid {
+        field: field.into(),
+        kind: "Secret",
+        name: name.clone(),
+        key: k.into(),
+        reason,
+    };
+    let certs = parse_certs(chain.expose()).map_err(|r| bad(d::TLS_CERT_KEY, r))?;
+    let not_after = leaf_not_after(&certs[0]).map_err(|r| bad(d::TLS_CERT_KEY, r))?;
+    let private_key = PrivateKeyDer::from_pem_slice(key.expose())
+        .map_err(|e| bad(d::TLS_KEY_KEY, format!("no PEM private key ({e})")))?;
+    check_client_pair(&certs[0], &private_key, now).map_err(|(k, r)| bad(k, r))?;
+    out.insert(files::CLIENT_CERT.into(), chain);
+    out.insert(files::CLIENT_KEY.into(), key);
+    Ok(not_after)
+}
+
+/// What the sidecar and the third party would refuse, found where the Secret can be named: a
+/// certificate outside its validity at `now` (Unix seconds), or a key that is not the
+/// certificate's. The error names the key (`tls.crt` or `tls.key`) at fault.
+fn check_client_pair(
+    leaf: &CertificateDer<'_>,
+    key: &PrivateKeyDer<'_>,
+    now: i64,
+) -> Result<(), (&'static str, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| (d::TLS_CERT_KEY, format!("not an X.509 certificate ({e})")))?;
+    let validity = cert.validity();
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    if now > not_after {
+        return Err((
+            d::TLS_CERT_KEY,
+            format!("the certificate expired at {}", rfc3339(not_after)),
+        ));
+    }
+    if not_before > now + NOT_BEFORE_LEEWAY_SECS {
+        return Err((
+            d::TLS_CERT_KEY,
+            format!(
+                "the certificate is not valid before {}",
+                rfc3339(not_before)
+            ),
+        ));
+    }
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| {
+        (
+            d::TLS_KEY_KEY,
+            format!("unsupported private key ({e}): RSA, ECDSA P-256/P-384 or Ed25519 expected"),
+        )
+    })?;
+    // A key type whose public half cannot be derived is left to the TLS handshake.
+    if let Some(public) = signing_key.public_key() {
+        if public.as_ref() != cert.public_key().raw {
+            return Err((
+                d::TLS_KEY_KEY,
+                format!(
+                    "the private key does not belong to the certificate in {} (a key pair \
+                     from another certificate?)",
+                    d::TLS_CERT_KEY
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `2027-03-01T00:00:00Z`, or the raw seconds outside the years 0000-9999.
+fn rfc3339(secs: i64) -> String {
+    Timestamp::from_second(secs)
+        .map_or_else(|_| format!("{secs} (Unix seconds)"), |t| t.to_string())
+}
+
+/// Both values, or every problem of the two.
+fn both<A, B>(a: Result<A, RenderError>, b: Result<B, RenderError>) -> Result<(A, B), RenderError> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(RenderError::all(
+            [a.err(), b.err()].into_iter().flatten().collect(),
+        )),
+    }
 }
 
 /// Parses a PEM bundle into DER certificates; at least one is required.

@@ -111,8 +111,143 @@ spec:
         )
         .with("bank-mtls", "tls.key", ca.signing_key.serialize_pem());
     let err = render(&one(yaml), &broken, RenderOptions::default()).unwrap_err();
-    assert_eq!(err.reason(), "InvalidCertificate");
+    assert_eq!(err.reason(), "CertificateInvalid");
     assert!(err.to_string().contains("tls.crt"), "{err}");
+}
+
+const BANK: &str = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: bank}
+spec:
+  upstream: {url: "https://bank.example"}
+  tls: {clientCertificate: {secretName: bank-mtls}}
+"#;
+
+/// A self-signed client certificate valid from `not_before` to `not_after` (years), and its key.
+fn client_pair(not_before: i32, not_after: i32) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["client".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn render_bank(cert: &str, key: &str, now: SystemTime) -> Result<Rendered, RenderError> {
+    let src = MapSource::default()
+        .with("bank-mtls", "tls.crt", cert)
+        .with("bank-mtls", "tls.key", key);
+    render_at(&one(BANK), &src, RenderOptions::default(), now)
+}
+
+fn year(y: u64) -> SystemTime {
+    // Close enough to 1 January of year `y` for tests a year away from any boundary.
+    UNIX_EPOCH + std::time::Duration::from_secs((y - 1970) * 31_556_952)
+}
+
+#[test]
+fn a_client_key_from_another_certificate_is_refused_naming_the_secret() {
+    let (cert, _) = client_pair(2020, 2040);
+    let (_, other_key) = client_pair(2020, 2040);
+    let err = render_bank(&cert, &other_key, year(2030)).unwrap_err();
+    assert_eq!(err.reason(), "CertificateInvalid");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" key \"tls.key\" is not usable: \
+             the private key does not belong to the certificate in tls.crt"
+        ),
+        "{text}"
+    );
+    // The matching key renders.
+    let (cert, key) = client_pair(2020, 2040);
+    render_bank(&cert, &key, year(2030)).unwrap();
+}
+
+#[test]
+fn a_client_certificate_outside_its_validity_is_refused() {
+    let (cert, key) = client_pair(2020, 2025);
+    let err = render_bank(&cert, &key, year(2030)).unwrap_err();
+    assert_eq!(err.reason(), "CertificateInvalid");
+    assert!(
+        err.to_string().contains(
+            "Secret \"bank-mtls\" key \"tls.crt\" is not usable: the certificate expired at \
+             2025-01-01T00:00:00Z"
+        ),
+        "{err}"
+    );
+    let (cert, key) = client_pair(2035, 2040);
+    let err = render_bank(&cert, &key, year(2030)).unwrap_err();
+    assert_eq!(err.reason(), "CertificateInvalid");
+    assert!(
+        err.to_string()
+            .contains("the certificate is not valid before 2035-01-01T00:00:00Z"),
+        "{err}"
+    );
+    // A certificate issued by a clock slightly ahead of ours is accepted.
+    let now = UNIX_EPOCH + std::time::Duration::from_secs(2_051_222_400 - 30); // 2035-01-01 - 30 s
+    render_bank(&cert, &key, now).unwrap();
+    // `render` itself checks against the system clock.
+    let (cert, key) = client_pair(2000, 2001);
+    let src = MapSource::default()
+        .with("bank-mtls", "tls.crt", cert)
+        .with("bank-mtls", "tls.key", key);
+    assert_eq!(
+        render(&one(BANK), &src, RenderOptions::default())
+            .unwrap_err()
+            .reason(),
+        "CertificateInvalid"
+    );
+}
+
+#[test]
+fn every_missing_secret_and_key_is_named_at_once_and_once() {
+    let yaml = r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: bank}
+spec:
+  upstream: {url: "https://bank.example"}
+  auth:
+    oauth2ClientCredentials:
+      tokenUrl: https://bank.example/token
+      clientId: attache
+      clientSecretRef: {name: bank-oauth, key: client-secret}
+  tls:
+    caBundleRef: {name: bank-ca}
+    clientCertificate: {secretName: bank-mtls}
+"#;
+    let err = render(&one(yaml), &MapSource::default(), RenderOptions::default()).unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.auth.oauth2ClientCredentials.clientSecretRef: Secret \"bank-oauth\" not found",
+            "spec.tls.caBundleRef: Secret \"bank-ca\" not found",
+            // Both keys of the missing Secret, said once.
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" not found",
+        ]
+    );
+    assert_eq!(err.reason(), "SecretNotFound", "the first problem's");
+    assert_eq!(err.to_string(), problems.join("; "));
+
+    // The Secret exists without its keys: each key is named.
+    let src = MapSource::default()
+        .with("bank-oauth", "client-secret", "s3cret")
+        .with("bank-ca", "other", "x")
+        .with("bank-mtls", "other", "x");
+    let err = render(&one(yaml), &src, RenderOptions::default()).unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.tls.caBundleRef: Secret \"bank-ca\" has no key \"ca.crt\"",
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" has no key \"tls.crt\"",
+            "spec.tls.clientCertificate: Secret \"bank-mtls\" has no key \"tls.key\"",
+        ]
+    );
+    assert_eq!(err.reason(), "KeyNotFound");
 }
 
 #[test]

@@ -362,6 +362,7 @@ pub struct RetryBudgetSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitBreakerSpec {
+    /// Open after this many failed attempts in a row, retries included (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = u32::MAX))]
     pub consecutive_failures: Option<u32>,
@@ -383,13 +384,15 @@ pub struct CircuitBreakerSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureRateSpec {
-    /// Trip when at least this percentage of requests in the window failed (1-100).
+    /// Trip when at least this percentage of attempts (retries included) in the window
+    /// failed (1-100).
     #[schemars(range(min = 1, max = 100))]
     pub percent: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')")
         .message("spec.circuitBreaker.failureRate.window must be greater than 0"))]
     pub window: Option<KubeDuration>,
+    /// Attempts the window must hold before the rate can trip it (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = u32::MAX))]
     pub minimum_requests: Option<u32>,

@@ -309,13 +309,18 @@ fn render_names_the_integration_and_the_missing_secret_and_writes_nothing() {
     let out = dir.path().join("out");
     let run = render_cmd(&manifest, &secrets, &out, &[]);
     assert_eq!(run.code, Some(1));
+    // Every problem of the run, one line each.
     assert_eq!(
         run.stderr,
         format!(
-            "{} (document 2): ExternalIntegration payments/bank: spec.tls.caBundleRef: \
-             ConfigMap \"bank-ca\" not found (expected a directory {})\nnothing written\n",
-            manifest.display(),
-            secrets.join("bank-ca").display()
+            "{m} (document 2): ExternalIntegration payments/bank: spec.tls.caBundleRef: \
+             ConfigMap \"bank-ca\" not found (expected a directory {})\n\
+             {m} (document 2): ExternalIntegration payments/bank: spec.tls.clientCertificate: \
+             Secret \"bank-mtls\" has no key \"tls.key\" (expected a file {})\n\
+             nothing written\n",
+            secrets.join("bank-ca").display(),
+            secrets.join("bank-mtls").join("tls.key").display(),
+            m = manifest.display(),
         )
     );
     assert!(!out.exists(), "render wrote output despite a failure");
@@ -333,6 +338,54 @@ fn render_names_the_integration_and_the_missing_secret_and_writes_nothing() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn render_refuses_a_client_pair_the_sidecar_could_not_use_naming_the_secret() {
+    let ca = TestCa::new("bank root");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    write(&secrets, "bank-ca/ca.crt", &ca.cert_pem);
+    let manifest = write(dir.path(), "m.yaml", BANK);
+    let out = dir.path().join("out");
+    let good = ca.client_cert("checkout");
+    let other = ca.client_cert("checkout");
+    let expired = ca.client_cert_valid_until(
+        "checkout",
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
+    for (cert, key, expected) in [
+        (
+            &good.cert_pem,
+            &other.key_pem,
+            "key \"tls.key\" is not usable: the private key does not belong to the certificate \
+             in tls.crt",
+        ),
+        (
+            &expired.cert_pem,
+            &expired.key_pem,
+            "key \"tls.crt\" is not usable: the certificate expired at ",
+        ),
+    ] {
+        write(&secrets, "bank-mtls/tls.crt", cert);
+        write(&secrets, "bank-mtls/tls.key", key);
+        let run = render_cmd(&manifest, &secrets, &out, &[]);
+        assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.starts_with(&format!(
+                "{}: ExternalIntegration payments/bank: spec.tls.clientCertificate: \
+                 Secret \"bank-mtls\" {expected}",
+                manifest.display()
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(!out.exists(), "render wrote output despite a failure");
+    }
+    write(&secrets, "bank-mtls/tls.crt", &good.cert_pem);
+    write(&secrets, "bank-mtls/tls.key", &good.key_pem);
+    let run = render_cmd(&manifest, &secrets, &out, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
 
 #[test]

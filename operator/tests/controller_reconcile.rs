@@ -545,7 +545,7 @@ async fn an_mtls_integration_reports_its_client_certificate_expiry() {
         .contains("BEGIN CERTIFICATE"));
     assert!(secret_value(&s, "tls.key").is_some());
 
-    // A broken certificate: InvalidCertificate, and the status keeps the expiry of the
+    // A broken certificate: CertificateInvalid, and the status keeps the expiry of the
     // certificate the pods still use.
     user.merge(
         SECRETS,
@@ -554,13 +554,149 @@ async fn an_mtls_integration_reports_its_client_certificate_expiry() {
         json!({"data": {"tls.crt": "bm90IGEgY2VydA=="}}),
     )
     .await;
-    let x = eventually("InvalidCertificate", || {
+    let x = eventually("CertificateInvalid", || {
         let x = fake.get(XINTS, NS, "bank")?;
-        (ready(&x)?.1 == "InvalidCertificate").then_some(x)
+        (ready(&x)?.1 == "CertificateInvalid").then_some(x)
     })
     .await;
     assert_eq!(x["status"]["clientCertificateNotAfter"], not_after);
     assert!(ready(&x).unwrap().2.contains("bank-mtls"));
     assert_eq!(fake.get(SECRETS, NS, "attache-bank").unwrap(), s);
+    op.stop().await;
+}
+
+/// Secret `bank-mtls` holding `cert` and `key`, integration `bank` using it, the operator
+/// started, and `Ready=True` reached.
+async fn ready_bank(fake: &FakeApi, user: &User, cert: &str, key: &str) -> Operator {
+    user.create(
+        SECRETS,
+        secret(NS, "bank-mtls", &[("tls.crt", cert), ("tls.key", key)]),
+    )
+    .await;
+    user.create(
+        XINTS,
+        xint(
+            NS,
+            "bank",
+            json!({"upstream": {"url": "https://api.bank.example"},
+                   "tls": {"clientCertificate": {"secretName": "bank-mtls"}}}),
+        ),
+    )
+    .await;
+    let op = Operator::start(fake);
+    eventually("bank Ready", || {
+        (ready(&fake.get(XINTS, NS, "bank")?)?.0 == "True").then_some(())
+    })
+    .await;
+    op
+}
+
+/// A key from another certificate, then an expired certificate: each is `Ready=False`
+/// `CertificateInvalid` with a Warning Event naming the Secret and the key at fault, and the
+/// pods keep the last good pair (the sidecar would refuse to start with the new one).
+#[tokio::test]
+async fn a_mismatched_or_expired_client_pair_is_certificate_invalid_and_the_last_good_pair_stays() {
+    let fake = FakeApi::new();
+    let user = User::new(&fake);
+    let ca = attache_tests::pki::TestCa::new("bank test CA");
+    let good = ca.client_cert("attache-client");
+    let op = ready_bank(&fake, &user, &good.cert_pem, &good.key_pem).await;
+    let generated = fake.get(SECRETS, NS, "attache-bank").unwrap();
+    let not_after =
+        fake.get(XINTS, NS, "bank").unwrap()["status"]["clientCertificateNotAfter"].clone();
+
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let other = ca.client_cert("attache-client");
+    let expired = ca.client_cert_valid_until(
+        "attache-client",
+        std::time::SystemTime::now() - Duration::from_secs(86_400),
+    );
+    for (case, cert, key, at_fault, says) in [
+        (
+            "mismatched key",
+            &good.cert_pem,
+            &other.key_pem,
+            "tls.key",
+            "does not belong to the certificate",
+        ),
+        (
+            "expired",
+            &expired.cert_pem,
+            &expired.key_pem,
+            "tls.crt",
+            "the certificate expired at",
+        ),
+    ] {
+        user.merge(
+            SECRETS,
+            NS,
+            "bank-mtls",
+            json!({"data": {"tls.crt": b64(cert), "tls.key": b64(key)}}),
+        )
+        .await;
+        let x = eventually(&format!("{case}: CertificateInvalid"), || {
+            let x = fake.get(XINTS, NS, "bank")?;
+            let (_, reason, message) = ready(&x)?;
+            (reason == "CertificateInvalid" && message.contains(says)).then_some(x)
+        })
+        .await;
+        let (status, _, message) = ready(&x).unwrap();
+        assert_eq!(status, "False", "{case}");
+        assert!(
+            message.contains(&format!("Secret \"bank-mtls\" key \"{at_fault}\""))
+                && message.contains(says),
+            "{case}: {message}"
+        );
+        // (A repeat of the same reason is counted in the first Event's series by the recorder,
+        // so the note is the first case's.)
+        eventually(
+            &format!("{case}: a Warning Event naming the Secret"),
+            || {
+                fake.list(EVENTS).into_iter().find(|e| {
+                    e["type"] == "Warning"
+                        && e["reason"] == "CertificateInvalid"
+                        && e["note"].as_str().is_some_and(|n| n.contains("bank-mtls"))
+                })
+            },
+        )
+        .await;
+        assert_eq!(
+            fake.get(SECRETS, NS, "attache-bank").unwrap(),
+            generated,
+            "{case}: the pods keep the last good pair"
+        );
+        assert_eq!(
+            x["status"]["clientCertificateNotAfter"], not_after,
+            "{case}"
+        );
+        assert!(op.reconciliations("certificate_invalid") >= 1, "{case}");
+
+        // The good pair back: Ready again (so the next case is a transition of its own).
+        user.merge(
+            SECRETS,
+            NS,
+            "bank-mtls",
+            json!({"data": {"tls.crt": b64(&good.cert_pem), "tls.key": b64(&good.key_pem)}}),
+        )
+        .await;
+        eventually(&format!("{case}: Ready=True again"), || {
+            (ready(&fake.get(XINTS, NS, "bank")?)?.0 == "True").then_some(())
+        })
+        .await;
+    }
+
+    // A new matching pair (a rotation) reaches the generated Secret.
+    user.merge(
+        SECRETS,
+        NS,
+        "bank-mtls",
+        json!({"data": {"tls.crt": b64(&other.cert_pem), "tls.key": b64(&other.key_pem)}}),
+    )
+    .await;
+    eventually("the rotated pair in attache-bank", || {
+        let s = fake.get(SECRETS, NS, "attache-bank")?;
+        (secret_value(&s, "tls.key")? == other.key_pem).then_some(())
+    })
+    .await;
     op.stop().await;
 }

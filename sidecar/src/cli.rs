@@ -50,8 +50,9 @@ pub struct RunArgs {
     /// Folder of rendered integration configs (in-cluster mode): DIR/NAME/config.json + secrets.
     #[arg(long, value_name = "DIR", env = "ATTACHE_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
-    /// ExternalIntegration manifest (local mode); repeat for several files.
-    #[arg(long, value_name = "FILE", conflicts_with = "config_dir")]
+    /// ExternalIntegration manifest, or a directory of them (its *.yaml and *.yml files), for
+    /// local mode; repeat for several.
+    #[arg(long, value_name = "FILE|DIR", conflicts_with = "config_dir")]
     pub manifest: Vec<PathBuf>,
     /// Secret files for local mode: DIR/<secret-name>/<key>.
     #[arg(long, value_name = "DIR", requires = "manifest")]

@@ -38,6 +38,15 @@ pub enum BuildError {
     Upstream { name: String, what: String },
 }
 
+/// How the app named a request's path, which decides whether the base path is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathOrigin {
+    /// On the integration's own listener: `/charges` means `BASE/charges`.
+    Relative,
+    /// Through the HTTP proxy listener: `http://HOST/v1/charges` is already the full path.
+    Absolute,
+}
+
 pub struct Integration {
     pub name: String,
     pub config: SidecarConfig,
@@ -145,14 +154,19 @@ impl Integration {
         })
     }
 
-    /// The upstream URI for a request path: base path + the app's path and query.
-    pub fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        join_upstream_uri(
-            &self.scheme,
-            &self.authority,
-            &self.config.upstream.base_path,
-            pq,
-        )
+    /// The upstream URI for the app's path and query: on the integration's own listener the
+    /// path is relative to the upstream URL's base path; through the proxy listener the app
+    /// named the third party's full URL, base path included, so it is sent as it is.
+    pub fn upstream_uri(
+        &self,
+        pq: Option<&PathAndQuery>,
+        origin: PathOrigin,
+    ) -> Result<Uri, http::Error> {
+        let base = match origin {
+            PathOrigin::Relative => self.config.upstream.base_path.as_str(),
+            PathOrigin::Absolute => "",
+        };
+        join_upstream_uri(&self.scheme, &self.authority, base, pq)
     }
 
     pub fn per_try_timeout(&self) -> Duration {

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use attache_api::config::url_env_name;
 use attache_sidecar::{
     app::Sidecar,
     cli::{default_worker_threads, Cli, Command, LogFormat},
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let log_format = cli.log.log_format;
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(args) => run(*args).await,
@@ -46,8 +48,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Once, on stderr (through the log, so `--log-format json` stays parseable).
-            tracing::error!("{}", attache_sidecar::cli::error_report(e.as_ref()));
+            // Said once: as a JSON log line for log collectors, else as plain text.
+            let message = attache_sidecar::cli::error_report(e.as_ref());
+            match log_format {
+                LogFormat::Json => tracing::error!("{message}"),
+                LogFormat::Text => eprintln!("attache-sidecar: {message}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -55,6 +61,19 @@ fn main() -> ExitCode {
 
 async fn run(args: attache_sidecar::cli::RunArgs) -> anyhow::Result<()> {
     let sidecar = Sidecar::start(args.options()).await?;
+    if !args.manifest.is_empty() {
+        // Local mode: what the injector would put in the app's environment.
+        for (name, addr) in &sidecar.integration_addrs {
+            tracing::info!(
+                "the app calls {name} at {}=http://{addr}",
+                url_env_name(name)
+            );
+        }
+        tracing::info!(
+            "the app sends absolute http:// URLs through ATTACHE_PROXY_URL=http://{}",
+            sidecar.proxy_addr
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     if sidecar.shutdown(args.drain_timeout).await {

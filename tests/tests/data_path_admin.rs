@@ -26,14 +26,20 @@ async fn startup_logs_each_listener_and_admin_endpoints_answer() {
     let sidecar = setup.start().await;
     eprintln!("measurement: exec to /readyz 200 in {:?}", sidecar.ready_in);
 
-    // One start-up line per listener, each naming its address (and integration).
+    // One start-up line per listener, each naming its address (and integration). Local mode
+    // also prints the app's ATTACHE_* variables (tests/local_mode_dir.rs); those are not
+    // listener lines.
     sidecar
-        .wait_for_output(&sidecar.admin_addr.to_string(), Duration::from_secs(10))
+        .wait_for_output("ATTACHE_PROXY_URL", Duration::from_secs(10))
         .await
         .unwrap();
     let output = sidecar.output();
-    let lines_with =
-        |needle: &str| -> Vec<&str> { output.lines().filter(|l| l.contains(needle)).collect() };
+    let lines_with = |needle: &str| -> Vec<&str> {
+        output
+            .lines()
+            .filter(|l| l.contains(needle) && !l.contains("ATTACHE_"))
+            .collect()
+    };
     for (index, name) in [(0, "alpha"), (1, "zeta")] {
         let addr = sidecar.addr(index).to_string();
         let lines = lines_with(&addr);

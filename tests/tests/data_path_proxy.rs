@@ -157,3 +157,45 @@ async fn connect_tunnels_are_refused_with_bad_request() {
         "no tunnel was opened"
     );
 }
+
+/// An upstream URL with a base path (`https://host/v1`, as in the openai, twilio and bank
+/// examples): through the proxy the app names the third party's full URL, so the base path
+/// is already in it and must reach the upstream once; on the integration's own listener the
+/// app's path is relative to the base path.
+#[tokio::test]
+async fn a_base_path_reaches_the_upstream_once_through_either_listener() {
+    let ca = TestCa::new("proxy base path ca");
+    let up = Upstream::echo(&ca).await;
+    let mut setup = LocalSetup::trusting(&ca);
+    setup.secret("key-localhost", "key", KEY_LOCALHOST);
+    setup.manifest(&[xint(
+        "with-base",
+        json!({
+            "upstream": {"url": format!("{}/v1", up.url())},
+            "auth": {"apiKey": {"header": "X-Api-Key", "secretKeyRef": {"name": "key-localhost", "key": "key"}}},
+            "tls": {"caBundleRef": ca_bundle_ref()},
+        }),
+    )]);
+    let sidecar = setup.start().await;
+
+    let req = Request::get("http://localhost/v1/chat/completions?stream=false")
+        .body(Bytes::new())
+        .unwrap();
+    let resp = send_via_proxy(sidecar.proxy_addr, req).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let echo = resp.json();
+    assert_eq!(
+        echo["path_and_query"], "/v1/chat/completions?stream=false",
+        "through the proxy"
+    );
+    assert_eq!(echo["headers"]["x-api-key"], KEY_LOCALHOST);
+
+    let resp = sidecar.get(0, "/chat/completions?stream=false").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json()["path_and_query"],
+        "/v1/chat/completions?stream=false",
+        "on the integration's own listener"
+    );
+    assert_eq!(up.count(), 2);
+}

@@ -1,7 +1,8 @@
 //! The Helm chart, rendered by a real `helm` (installed by scripts/install-helm.sh when
 //! missing): it lints, renders with defaults and with every optional feature, ships the same
-//! CRD as crds/, grants exactly the RBAC of operator/rbac.yaml, and wires the operator's
-//! flags to the names the RBAC and the webhook use.
+//! CRD as crds/, grants exactly the RBAC of operator/rbac.yaml, wires the operator's flags to
+//! the names the RBAC and the webhook use, points at the images the release workflow
+//! publishes, and prints install notes whose commands work.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,6 +10,7 @@ use std::{
     sync::OnceLock,
 };
 
+use attache_tests::{bin_path, sidecar::TempDir};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -55,6 +57,38 @@ fn template(release: &str, sets: &[&str]) -> Vec<Value> {
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
+/// `helm install --dry-run=client` (offline): the text of the NOTES it would print.
+fn notes(sets: &[&str]) -> String {
+    let mut cmd = Command::new(helm());
+    cmd.args(["install", "attache"])
+        .arg(root().join("charts/attache"))
+        .args(["--namespace", "attache-system", "--dry-run=client"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run helm install --dry-run=client");
+    assert!(
+        out.status.success(),
+        "helm install --dry-run failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (_, notes) = text.split_once("\nNOTES:\n").expect("helm prints NOTES");
+    notes.to_string()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+/// `key: value` of a top-level line of a YAML file, quotes removed.
+fn top_level(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no {key}:"))
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
@@ -65,8 +99,12 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+fn operator_container(docs: &[Value]) -> &Value {
+    &one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
 fn operator_args(docs: &[Value]) -> Vec<String> {
-    one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    operator_container(docs)["args"]
         .as_array()
         .expect("args")
         .iter()
@@ -283,4 +321,242 @@ fn rendered_rbac_is_exactly_the_documented_list() {
             }
         }
     }
+}
+
+/// `ghcr.io/OWNER`, OWNER from the workspace's repository URL: where the release workflow
+/// pushes (it names images `ghcr.io/${{ github.repository_owner }}/attache-*`).
+fn published_registry() -> String {
+    let cargo = read("Cargo.toml");
+    let url = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = "))
+        .expect("workspace repository URL")
+        .trim_matches('"');
+    let owner = url
+        .strip_prefix("https://github.com/")
+        .and_then(|rest| rest.split('/').next())
+        .expect("a GitHub URL");
+    format!("ghcr.io/{}", owner.to_lowercase())
+}
+
+#[test]
+fn default_images_are_the_ones_the_release_workflow_publishes() {
+    let workflow = read(".github/workflows/release.yaml");
+    let version = top_level(&read("charts/attache/Chart.yaml"), "appVersion");
+    let registry = published_registry();
+    for image in ["attache-sidecar", "attache-operator"] {
+        assert!(
+            workflow.contains(&format!(
+                "name=ghcr.io/${{{{ needs.check.outputs.owner }}}}/{image},push-by-digest=true"
+            )),
+            "the release workflow does not push {image}"
+        );
+    }
+    let docs = template("attache", &[]);
+    assert_eq!(
+        operator_container(&docs)["image"],
+        format!("{registry}/attache-operator:{version}")
+    );
+    let sidecar_image = arg(&operator_args(&docs), "--sidecar-image");
+    assert_eq!(
+        sidecar_image,
+        format!("{registry}/attache-sidecar:{version}")
+    );
+
+    // The operator binary's own default (inject, and `run` without the chart) agrees.
+    let dir = TempDir::new("chart-inject");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: payments\n  \
+         annotations: {attache.dev/inject: \"true\"}\n\
+         spec:\n  containers: [{name: app, image: app:1}]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin_path("attache-operator"))
+        .arg("inject")
+        .arg("-f")
+        .arg(&pod)
+        .arg("-i")
+        .arg(root().join("examples/stripe.yaml"))
+        .output()
+        .expect("run attache-operator inject");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("image: {sidecar_image}")),
+        "inject uses another default image than the chart:\n{text}"
+    );
+}
+
+#[test]
+fn one_registry_and_tag_move_both_images() {
+    let docs = template(
+        "attache",
+        &[
+            "image.registry=registry.example.com/platform",
+            "image.tag=1.2.3-rc.1",
+        ],
+    );
+    assert_eq!(
+        operator_container(&docs)["image"],
+        "registry.example.com/platform/attache-operator:1.2.3-rc.1"
+    );
+    assert_eq!(
+        arg(&operator_args(&docs), "--sidecar-image"),
+        "registry.example.com/platform/attache-sidecar:1.2.3-rc.1"
+    );
+    // Each image can still be named on its own.
+    let docs = template(
+        "attache",
+        &[
+            "operator.image.repository=mirror.example.com/op",
+            "sidecar.image.repository=mirror.example.com/sc",
+            "sidecar.image.tag=v9",
+        ],
+    );
+    let version = top_level(&read("charts/attache/Chart.yaml"), "appVersion");
+    assert_eq!(
+        operator_container(&docs)["image"],
+        format!("mirror.example.com/op:{version}")
+    );
+    assert_eq!(
+        arg(&operator_args(&docs), "--sidecar-image"),
+        "mirror.example.com/sc:v9"
+    );
+}
+
+#[test]
+fn a_single_replica_gets_no_disruption_budget() {
+    // minAvailable: 1 over one pod would block every `kubectl drain` of its node.
+    assert!(find(
+        &template("attache", &["operator.replicas=1"]),
+        "PodDisruptionBudget"
+    )
+    .is_empty());
+    let docs = template("attache", &["operator.replicas=2"]);
+    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["minAvailable"], 1);
+}
+
+#[test]
+fn kubernetes_1_25_is_the_oldest_supported() {
+    let run = |version: &str| {
+        Command::new(helm())
+            .args(["template", "attache"])
+            .arg(root().join("charts/attache"))
+            .args(["--kube-version", version])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(run("1.25.0"), "1.25 has the CRD's CEL rules");
+    assert!(run("v1.25.3-gke.100"));
+    assert!(!run("1.24.9"), "1.24 ignores CEL rules: refused");
+}
+
+#[test]
+fn sidecar_user_and_native_sidecars_are_values() {
+    let args = operator_args(&template("attache", &[]));
+    assert_eq!(arg(&args, "--sidecar-run-as-user"), "65532");
+    assert_eq!(arg(&args, "--native-sidecars"), "auto");
+    let args = operator_args(&template(
+        "attache",
+        &["sidecar.runAsUser=10001", "sidecar.nativeSidecars=never"],
+    ));
+    assert_eq!(arg(&args, "--sidecar-run-as-user"), "10001");
+    assert_eq!(arg(&args, "--native-sidecars"), "never");
+    let args = operator_args(&template("attache", &["sidecar.runAsUser=auto"]));
+    assert_eq!(arg(&args, "--sidecar-run-as-user"), "auto");
+    // OpenShift-sized UIDs stay integers.
+    let args = operator_args(&template("attache", &["sidecar.runAsUser=1000680000"]));
+    assert_eq!(arg(&args, "--sidecar-run-as-user"), "1000680000");
+    for bad in ["sidecar.runAsUser=0", "sidecar.nativeSidecars=sometimes"] {
+        let out = Command::new(helm())
+            .args(["template", "attache"])
+            .arg(root().join("charts/attache"))
+            .args(["--set", bad])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{bad} must be refused by values.schema.json"
+        );
+    }
+}
+
+/// The lines of a heredoc `<<EOF ... EOF` that follows `opener` in `text`; the shell ends it
+/// only at a line that is exactly `EOF`.
+fn heredoc<'a>(text: &'a str, opener: &str) -> Vec<&'a str> {
+    let mut rest = text.lines().skip_while(|l| !l.contains(opener)).skip(1);
+    let body: Vec<&str> = rest.by_ref().take_while(|l| *l != "EOF").collect();
+    assert!(
+        text.lines().any(|l| l == "EOF"),
+        "the heredoc after {opener:?} never ends (EOF must start its line)"
+    );
+    body
+}
+
+#[test]
+fn notes_commands_work_as_printed() {
+    let notes = notes(&[]);
+    let commands: Vec<&str> = notes
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("kubectl ") || l.starts_with("helm "))
+        .collect();
+    let manifest: Vec<&str> = heredoc(&notes, "kubectl apply -f - <<EOF");
+    assert!(
+        !manifest.is_empty(),
+        "NOTES apply an integration inline:\n{notes}"
+    );
+    // Indentation as printed is kept by the shell: the manifest must be valid YAML as it is.
+    let dir = TempDir::new("chart-notes");
+    let file = dir.path().join("xint.yaml");
+    std::fs::write(&file, manifest.join("\n")).unwrap();
+    let out = Command::new(bin_path("attache-operator"))
+        .arg("validate")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("run attache-operator validate");
+    assert!(
+        out.status.success(),
+        "the NOTES' manifest is invalid:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_saphyr::from_str(&manifest.join("\n")).unwrap();
+    let namespace = doc["metadata"]["namespace"].as_str().expect("a namespace");
+    let secret = &doc["spec"]["auth"]["apiKey"]["secretKeyRef"];
+    // Every namespaced command uses the manifest's namespace, created first.
+    let create_ns = format!("kubectl create namespace {namespace}");
+    let create_pos = commands.iter().position(|c| *c == create_ns);
+    assert!(create_pos.is_some(), "{create_ns} missing:\n{notes}");
+    for (i, c) in commands.iter().enumerate() {
+        let words: Vec<&str> = c.split_whitespace().collect();
+        if let Some(ns) = words.windows(2).find(|w| w[0] == "-n").map(|w| w[1]) {
+            assert_eq!(ns, namespace, "{c}");
+            assert!(Some(i) > create_pos, "{c} runs before the namespace exists");
+        }
+    }
+    let create_secret = format!(
+        "kubectl -n {namespace} create secret generic {} --from-literal={}=",
+        secret["name"].as_str().unwrap(),
+        secret["key"].as_str().unwrap()
+    );
+    assert!(
+        commands.iter().any(|c| c.starts_with(&create_secret)),
+        "the Secret the manifest names is created ({create_secret}...):\n{notes}"
+    );
+    // The CRD is not upgraded by `helm upgrade`: the notes say how.
+    assert!(
+        commands.iter().any(|c| c.starts_with("helm show crds ")
+            && c.ends_with("| kubectl apply --server-side --force-conflicts -f -")),
+        "{notes}"
+    );
 }

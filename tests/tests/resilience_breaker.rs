@@ -376,3 +376,25 @@ async fn a_fail_fast_answer_keeps_the_apps_connection_usable() {
     assert!(answer.contains("x-attache-error: circuit_open"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
 }
+
+/// `consecutiveFailures` counts attempts, as Envoy's outlier detection does: one request whose
+/// three attempts all failed opens a breaker set to 3 (the README's reference says so).
+#[tokio::test]
+async fn consecutive_failures_count_attempts_retries_included() {
+    let rig = Rig::start(
+        Action::respond(503, "down"),
+        json!({
+            "retry": {"maxAttempts": 3, "backoff": {"base": "1ms", "max": "5ms"}},
+            "circuitBreaker": {"consecutiveFailures": 3, "openDuration": "30s"},
+        }),
+    )
+    .await;
+    assert_upstream_response(&rig.get("/pay").await, 503, 3);
+    assert_eq!(
+        rig.circuit_state().await,
+        2.0,
+        "open after one request of 3 failed attempts"
+    );
+    assert_sidecar_error(&rig.get("/pay").await, 503, "circuit_open");
+    assert_eq!(rig.up().count(), 3);
+}

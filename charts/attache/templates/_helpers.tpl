@@ -19,11 +19,11 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "attache.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.operator.image.repository | default (printf "%s/attache-operator" .Values.image.registry) }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
 {{- define "attache.sidecarImage" -}}
-{{ .Values.sidecar.image.repository | default .Values.image.repository }}:{{ .Values.sidecar.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.sidecar.image.repository | default (printf "%s/attache-sidecar" .Values.image.registry) }}:{{ .Values.sidecar.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
 {{- define "attache.webhookSecret" -}}{{ include "attache.fullname" . }}-webhook-tls{{- end -}}

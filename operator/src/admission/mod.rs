@@ -92,17 +92,8 @@ pub const MAX_INTEGRATIONS: usize = (PROXY_PORT - FIRST_PORT) as usize;
 /// Namespaces that are never injected, whatever they say.
 pub const KUBE_SYSTEM: &str = "kube-system";
 
-/// `ATTACHE_<NAME>_URL` for an integration: upper-cased, `-` and `.` to `_`.
-pub fn url_env_name(integration: &str) -> String {
-    let name: String = integration
-        .chars()
-        .map(|c| match c {
-            '-' | '.' => '_',
-            c => c.to_ascii_uppercase(),
-        })
-        .collect();
-    format!("ATTACHE_{name}_URL")
-}
+/// `ATTACHE_<NAME>_URL` for an integration (shared with the sidecar's local mode).
+pub use attache_api::config::url_env_name;
 
 /// The name of an integration's ConfigMap and Secret.
 pub fn generated_object_name(integration: &str) -> String {

@@ -3,9 +3,13 @@
 
 use k8s_openapi::apimachinery::pkg::version::Info;
 
-/// The image carrying `attache-sidecar` (the project's one image carries both binaries).
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/attache-dev/attache:", env!("CARGO_PKG_VERSION"));
-/// The UID the sidecar runs as unless a pod says otherwise (distroless `nonroot`).
+/// The sidecar image, as the release workflow publishes it (the chart's default too).
+pub const DEFAULT_IMAGE: &str = concat!(
+    "ghcr.io/attache-dev/attache-sidecar:",
+    env!("CARGO_PKG_VERSION")
+);
+/// The UID the sidecar runs as unless a pod says otherwise (the image's user, distroless
+/// `nonroot`).
 pub const DEFAULT_RUN_AS_USER: i64 = 65532;
 
 /// Injector settings, the same for every pod.

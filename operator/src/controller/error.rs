@@ -39,19 +39,25 @@ pub enum Error {
 
 // === impl Error ===
 
+/// The metric label of a render failure (the first problem's, for several).
+fn render_label(e: &RenderError) -> &'static str {
+    match e {
+        RenderError::Invalid(_) => "invalid_spec",
+        RenderError::SecretNotFound { .. } => "secret_not_found",
+        RenderError::ConfigMapNotFound { .. } => "config_map_not_found",
+        RenderError::KeyNotFound { .. } => "key_not_found",
+        RenderError::CertificateInvalid { .. } => "certificate_invalid",
+        RenderError::EmptyCredential { .. } => "empty_credential",
+        RenderError::SourceUnavailable { .. } => "secret_unavailable",
+        RenderError::Several(list) => list.first().map_or("invalid_spec", render_label),
+    }
+}
+
 impl Error {
     /// The `result` label of `attache_operator_reconciliations_total`: a small, fixed set.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Render(e) => match e {
-                RenderError::Invalid(_) => "invalid_spec",
-                RenderError::SecretNotFound { .. } => "secret_not_found",
-                RenderError::ConfigMapNotFound { .. } => "config_map_not_found",
-                RenderError::KeyNotFound { .. } => "key_not_found",
-                RenderError::InvalidCertificate { .. } => "invalid_certificate",
-                RenderError::EmptyCredential { .. } => "empty_credential",
-                RenderError::SourceUnavailable { .. } => "secret_unavailable",
-            },
+            Error::Render(e) => render_label(e),
             Error::NameTooLong { .. } => "name_too_long",
             Error::NameTaken { .. } => "name_taken",
             Error::MissingMetadata(_) => "missing_metadata",

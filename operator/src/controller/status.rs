@@ -2,7 +2,7 @@
 //!
 //! `Ready` is `True` with reason `Reconciled` when the generated ConfigMap and Secret match
 //! the spec and the referenced Secrets; otherwise `False` with the reason of the
-//! [`Error`](super::Error) (`SecretNotFound`, `KeyNotFound`, `InvalidCertificate`, ...) and a
+//! [`Error`](super::Error) (`SecretNotFound`, `KeyNotFound`, `CertificateInvalid`, ...) and a
 //! message naming the field, object and key. When rendering fails the generated objects keep
 //! their last good content, so `clientCertificateNotAfter` keeps describing what the pods use.
 

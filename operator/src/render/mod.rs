@@ -25,8 +25,8 @@ pub struct Output {
     pub rendered: Rendered,
 }
 
-/// Renders every valid integration of `report`; on failure, one line per integration that
-/// could not be rendered, naming it, the field and the missing Secret or key.
+/// Renders every valid integration of `report`; on failure, one line per problem of each
+/// integration that could not be rendered, naming it, the field and the Secret or key.
 pub fn render_all(
     report: &Report,
     source: &DirSecretSource,
@@ -42,7 +42,11 @@ pub fn render_all(
                 name: rendered.config.name.clone(),
                 rendered,
             }),
-            Err(e) => failures.push(format!("{subject}: {e}{}", hint(&e, source))),
+            Err(e) => failures.extend(
+                e.problems()
+                    .into_iter()
+                    .map(|p| format!("{subject}: {p}{}", hint(p, source))),
+            ),
         }
     }
     failures.extend(duplicate_names(&outputs));

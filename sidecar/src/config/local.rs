@@ -13,7 +13,7 @@ pub(super) fn load(
 ) -> Result<Vec<LoadedIntegration>, LoadError> {
     let source = secrets_dir.map_or_else(DirSecretSource::without_dir, DirSecretSource::new);
     let mut out = Vec::new();
-    for path in manifests {
+    for path in &manifest_files(manifests)? {
         let text = String::from_utf8(read(path)?).map_err(|_| LoadError::Invalid {
             path: path.clone(),
             message: "not UTF-8 text".into(),
@@ -36,4 +36,36 @@ pub(super) fn load(
         }
     }
     Ok(out)
+}
+
+/// The manifest files named: a directory stands for every `*.yaml` and `*.yml` file in it
+/// (not its subdirectories, not hidden files), in name order.
+fn manifest_files(named: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    for path in named {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                !name.starts_with('.')
+                    && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                    && p.is_file()
+            })
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }

@@ -24,6 +24,7 @@ use crate::{
     app::{Sidecar, SidecarOptions},
     cli::DemoArgs,
     config::ConfigSource,
+    resilience::breaker::CircuitState,
 };
 
 /// The manifest the demo serves, shipped in examples/ so users can read it.
@@ -148,50 +149,24 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("  payments (idempotency keys)  {keys_seen:>5} ({retried_keys} retried, {duplicate_charges} charged twice)");
 
-    let total = outcome.requests.len();
-    let ok = outcome
-        .requests
-        .iter()
-        .filter(|r| r.label.starts_with('2'))
-        .count();
-    let fast: Vec<f64> = outcome
-        .requests
-        .iter()
-        .filter(|r| r.label.contains("circuit_open"))
-        .map(|r| r.ms)
-        .collect();
-    // Requests that started outside the outage and its recovery (up to 1 s after it ends).
-    let outside: Vec<&Sent> = outcome
-        .requests
-        .iter()
-        .filter(|r| {
-            r.started < upstream::OUTAGE.start
-                || r.started > upstream::OUTAGE.end + Duration::from_secs(1)
-        })
-        .collect();
-    let outside_failed = outside.iter().filter(|r| !r.label.starts_with('2')).count();
+    let circuit_closed = sidecar
+        .live
+        .load()
+        .by_name(&name)
+        .is_none_or(|i| i.policies.breaker.state() == CircuitState::Closed);
+    let story = Story {
+        requests: &outcome.requests,
+        trips,
+        circuit_closed,
+        errors_served: s.failures_served.load(Ordering::Relaxed),
+        throttles_served: s.throttles_served.load(Ordering::Relaxed),
+        retried_keys,
+        duplicate_charges,
+    };
     println!("\nIn short:");
-    println!(
-        "  {ok} of {total} payments succeeded. Outside the outage window, {} of {} succeeded although\n  \
-         the third party answered {} errors and {} throttle: retries absorbed them, reusing one\n  \
-         idempotency key per payment, so {duplicate_charges} payment(s) were charged twice.",
-        outside.len() - outside_failed,
-        outside.len(),
-        s.failures_served.load(Ordering::Relaxed),
-        s.throttles_served.load(Ordering::Relaxed),
-    );
-    println!(
-        "  In the {:.1} s outage the circuit opened {trips} time(s): {} request(s) failed fast (median\n  \
-         {:.2} ms) with 503 circuit_open instead of piling onto a failing service, and a probe\n  \
-         closed the circuit once the service recovered.",
-        (upstream::OUTAGE.end - upstream::OUTAGE.start).as_secs_f64(),
-        fast.len(),
-        percentile(&fast, 50.0),
-    );
-    println!(
-        "  The one 429 (Retry-After: 1) paused the whole integration for 1 s (queued, not failed)\n  \
-         instead of every request discovering the throttle on its own."
-    );
+    for line in story.lines() {
+        println!("  {line}");
+    }
     println!("\nWhat the sidecar did (from its /metrics):");
     for line in metric_summary(&sidecar) {
         println!("  {line}");
@@ -229,22 +204,55 @@ async fn direct_call_without_cert(pki: &pki::DemoPki, addr: SocketAddr) -> Strin
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let req = http::Request::get("/v1/charges")
             .header("host", "localhost")
             .body(Full::new(Bytes::new()))
             .map_err(std::io::Error::other)?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>(resp.status())
+        match send.send_request(req).await {
+            Ok(resp) => Ok::<_, std::io::Error>(resp.status()),
+            // The request only learns that its connection went away; the connection's own
+            // error says why (the server's TLS alert).
+            Err(e) => Err(match conn.await {
+                Ok(Err(why)) => std::io::Error::other(why),
+                _ => std::io::Error::other(e),
+            }),
+        }
     };
     match tokio::time::timeout(Duration::from_secs(3), attempt).await {
         Ok(Ok(status)) => format!("got HTTP {status} (unexpected)"),
-        Ok(Err(e)) => format!("refused ({})", short(&e.to_string())),
+        Ok(Err(e)) => format!("refused: {}", why_refused(&e)),
         Err(_) => "timed out".into(),
     }
+}
+
+/// Why a TLS peer refused us, from anywhere in the error's chain: the TLS alert it sent if
+/// there is one, else the innermost message.
+fn why_refused(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e.to_string();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        // An io::Error hides the error it wraps from `source()`: look inside it too.
+        let wrapped = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(err), wrapped].into_iter().flatten() {
+            if let Some(rustls::Error::AlertReceived(alert)) = candidate.downcast_ref() {
+                return match alert {
+                    rustls::AlertDescription::CertificateRequired => {
+                        "the third party requires a client certificate (TLS alert \
+                         certificate_required)"
+                            .into()
+                    }
+                    other => format!("the third party sent the TLS alert {other:?}"),
+                };
+            }
+            innermost = candidate.to_string();
+        }
+        next = wrapped.and_then(|w| w.source()).or_else(|| err.source());
+    }
+    short(&innermost)
 }
 
 fn short(s: &str) -> String {
@@ -252,6 +260,93 @@ fn short(s: &str) -> String {
 }
 
 /// One request the demo app sent.
+/// What happened, told only as far as it did happen: every number is counted from this run,
+/// and the requests it speaks of add up to all of them.
+struct Story<'a> {
+    requests: &'a [Sent],
+    trips: u64,
+    circuit_closed: bool,
+    errors_served: u64,
+    throttles_served: u64,
+    retried_keys: usize,
+    duplicate_charges: usize,
+}
+
+impl Story<'_> {
+    fn lines(&self) -> Vec<String> {
+        let succeeded = |rs: &[&Sent]| rs.iter().filter(|r| r.label.starts_with('2')).count();
+        // The outage and the second after it (the breaker's open time and its probe), and the
+        // rest of the run: the two add up to every request.
+        let recovered_by = upstream::OUTAGE.end + Duration::from_secs(1);
+        let (during, outside): (Vec<&Sent>, Vec<&Sent>) = self
+            .requests
+            .iter()
+            .partition(|r| r.started >= upstream::OUTAGE.start && r.started <= recovered_by);
+        let all: Vec<&Sent> = self.requests.iter().collect();
+        let mut lines = vec![format!(
+            "{} of {} payments succeeded: {} of {} outside the outage, {} of {} during it or in \
+             the second after it.",
+            succeeded(&all),
+            all.len(),
+            succeeded(&outside),
+            outside.len(),
+            succeeded(&during),
+            during.len(),
+        )];
+        if self.errors_served + self.throttles_served > 0 {
+            lines.push(format!(
+                "The third party served {} error(s) (5xx) and {} throttle(s) (429); the sidecar \
+                 retried {} payment(s) with the same idempotency key, so {} were charged twice.",
+                self.errors_served,
+                self.throttles_served,
+                self.retried_keys,
+                self.duplicate_charges,
+            ));
+        } else {
+            lines.push("The third party served no error and no throttle: nothing to retry.".into());
+        }
+        if during.is_empty() {
+            lines.push(format!(
+                "The run ended before the outage at {:.1} s: no request met it.",
+                upstream::OUTAGE.start.as_secs_f64()
+            ));
+        } else {
+            let fast: Vec<f64> = during
+                .iter()
+                .filter(|r| r.label.contains("circuit_open"))
+                .map(|r| r.ms)
+                .collect();
+            let other_failures = during.len() - succeeded(&during) - fast.len();
+            let mut line = format!(
+                "The circuit opened {} time(s) in all. In the {:.1} s outage and the second \
+                 after it, {} request(s) failed fast (median {:.2} ms) with 503 circuit_open \
+                 instead of piling onto a failing service, and {} got the third party's own \
+                 error after retries",
+                self.trips,
+                (upstream::OUTAGE.end - upstream::OUTAGE.start).as_secs_f64(),
+                fast.len(),
+                percentile(&fast, 50.0),
+                other_failures,
+            );
+            line.push_str(if self.trips > 0 && self.circuit_closed {
+                "; a probe closed the circuit once the service recovered."
+            } else {
+                "."
+            });
+            lines.push(line);
+        }
+        if self.throttles_served > 0 {
+            lines.push(format!(
+                "The 429(s) (Retry-After: 1) paused the whole integration for 1 s (queued, not \
+                 failed) instead of every request discovering the throttle on its own ({} \
+                 served).",
+                self.throttles_served
+            ));
+        }
+        lines
+    }
+}
+
 struct Sent {
     label: String,
     ms: f64,

@@ -13,7 +13,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use self::errors::{ErrorCode, SidecarError};
-use crate::{body::Body, integration::Snapshot};
+use crate::{
+    body::Body,
+    integration::{PathOrigin, Snapshot},
+};
 
 /// The live configuration; swapped whole on reload, read lock-free per request.
 pub type Live = Arc<ArcSwap<Snapshot>>;
@@ -22,7 +25,7 @@ pub type Live = Arc<ArcSwap<Snapshot>>;
 pub async fn serve_integration(live: &Live, name: &str, req: Request<Incoming>) -> Response<Body> {
     let integration = live.load().by_name(name).cloned();
     match integration {
-        Some(i) => request_path::serve(i, req).await,
+        Some(i) => request_path::serve(i, req, PathOrigin::Relative).await,
         // Reloads keep the set of integrations fixed, so this only happens mid-shutdown.
         None => errors::respond(
             &SidecarError::new(ErrorCode::UnknownDestination, "integration is not loaded"),
@@ -66,7 +69,7 @@ pub async fn serve_proxy(live: &Live, req: Request<Incoming>) -> Response<Body> 
     };
     let integration = live.load().by_host(&host).cloned();
     match integration {
-        Some(i) => request_path::serve(i, req).await,
+        Some(i) => request_path::serve(i, req, PathOrigin::Absolute).await,
         None => errors::respond(
             &SidecarError::new(
                 ErrorCode::UnknownDestination,

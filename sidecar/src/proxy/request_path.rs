@@ -34,7 +34,7 @@ use super::{
 use crate::{
     body::{self, Body, BoxError},
     clock,
-    integration::Integration,
+    integration::{Integration, PathOrigin},
     resilience::{
         backoff,
         breaker::{Admit, CircuitState},
@@ -47,7 +47,11 @@ use crate::{
 };
 
 /// Serves one request for `integration`, recording metrics; never fails.
-pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(
+    integration: Arc<Integration>,
+    req: Request<Incoming>,
+    origin: PathOrigin,
+) -> Response<Body> {
     let started = Instant::now();
     // Counts until the response body is done (or the error is answered): like the bulkhead.
     let inflight = InflightGuard::new(&integration.inflight);
@@ -56,16 +60,18 @@ pub async fn serve(integration: Arc<Integration>, req: Request<Incoming>) -> Res
         .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
     let deadline = clock::after(started, total);
-    let result =
-        match tokio::time::timeout_at(deadline, forward(&integration, req, deadline, inflight))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(SidecarError::new(
-                ErrorCode::Timeout,
-                format!("no response within the request timeout ({total:?})"),
-            )),
-        };
+    let result = match tokio::time::timeout_at(
+        deadline,
+        forward(&integration, req, origin, deadline, inflight),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SidecarError::new(
+            ErrorCode::Timeout,
+            format!("no response within the request timeout ({total:?})"),
+        )),
+    };
     let resp = match result {
         Ok(resp) => {
             integration.count_response(resp.status().as_str());
@@ -109,11 +115,12 @@ impl Prepared {
 async fn forward(
     ig: &Arc<Integration>,
     req: Request<Incoming>,
+    origin: PathOrigin,
     deadline: Instant,
     inflight: InflightGuard,
 ) -> Result<Response<Body>, SidecarError> {
     let (parts, incoming) = req.into_parts();
-    let (prepared, held, resend_safe) = match admit(ig, parts, inflight).await {
+    let (prepared, held, resend_safe) = match admit(ig, parts, origin, inflight).await {
         Ok(a) => a,
         Err(e) => return Err(refuse(incoming, e).await),
     };
@@ -273,6 +280,7 @@ async fn forward(
 async fn admit(
     ig: &Arc<Integration>,
     mut parts: http::request::Parts,
+    origin: PathOrigin,
     inflight: InflightGuard,
 ) -> Result<(Prepared, Held, bool), SidecarError> {
     // A request the sidecar will not forward is refused before it takes any slot.
@@ -298,7 +306,7 @@ async fn admit(
 
     strip_hop_by_hop(&mut parts.headers);
     let uri = ig
-        .upstream_uri(parts.uri.path_and_query())
+        .upstream_uri(parts.uri.path_and_query(), origin)
         .map_err(|e| SidecarError::new(ErrorCode::BadRequest, format!("request path: {e}")))?;
     parts.uri = uri;
     parts.headers.insert(header::HOST, ig.host_header.clone());
