@@ -19,7 +19,7 @@ fi
 "$venv/bin/actionlint" --version | head -n1
 "$venv/bin/actionlint" -no-color .github/workflows/*.yaml
 echo "actionlint: .github/workflows clean"
-shellcheck scripts/ci-images.sh scripts/ci-lint.sh scripts/install-helm.sh
+shellcheck scripts/*.sh
 echo "shellcheck: CI scripts clean"
 "$venv/bin/hadolint" --version
 "$venv/bin/hadolint" --no-color --failure-threshold info Dockerfile

@@ -9,10 +9,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The unlocked handles lock per write. Holding `stdout().lock()` for the whole process
+    // deadlocked `run`: its log writer, on other threads, waits for the same lock forever.
     let streams = Streams {
-        stdin: &mut std::io::stdin().lock(),
-        stdout: &mut std::io::stdout().lock(),
-        stderr: &mut std::io::stderr().lock(),
+        stdin: &mut std::io::stdin(),
+        stdout: &mut std::io::stdout(),
+        stderr: &mut std::io::stderr(),
     };
     match cli::execute(cli, streams) {
         Ok(status) => status.into(),

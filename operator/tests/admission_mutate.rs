@@ -154,8 +154,22 @@ fn a_deployments_pod_gets_a_native_sidecar_and_every_app_container_its_urls() {
             "kube-api-access-x7k2p",
             "attache-openai",
             "attache-stripe",
-            "attache-twilio"
+            "attache-twilio",
+            "attache-no-api-token"
         ]
+    );
+    // The sidecar never calls the Kubernetes API: an empty volume over the token's path keeps
+    // the ServiceAccount admission plugin from mounting the pod's token into it.
+    let token_mount = &mounts[names.len()];
+    assert_eq!(token_mount.name, "attache-no-api-token");
+    assert_eq!(
+        token_mount.mount_path,
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(token_mount.read_only, Some(true));
+    assert_eq!(
+        serde_json::to_value(&volumes[5]).unwrap()["emptyDir"],
+        json!({"medium": "Memory", "sizeLimit": "1Ki"})
     );
     let stripe = serde_json::to_value(&volumes[3]).unwrap();
     assert_eq!(

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use super::{
     patch::{tokens, PatchBuilder},
     settings::InjectorSettings,
-    sidecar::{parse_inject_flag, Planned, SidecarSpec},
+    sidecar::{no_token_volume, parse_inject_flag, Planned, SidecarSpec, NO_TOKEN_VOLUME},
     ADMIN_PORT, ANNOTATION_INJECT, ANNOTATION_INJECTED_INTEGRATIONS, ANNOTATION_INTEGRATIONS,
     FIRST_PORT, KUBE_SYSTEM, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, MAX_INTEGRATIONS,
     NAMESPACE_INJECT_ENABLED, PROXY_PORT, PROXY_URL_ENV, SIDECAR_CONTAINER,
@@ -292,6 +292,11 @@ fn conflicts(spec: &PodSpec, planned: &[Planned]) -> Vec<String> {
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
+    if volumes.contains(NO_TOKEN_VOLUME) {
+        problems.push(format!(
+            "the pod already has a volume named {NO_TOKEN_VOLUME}, which the Attaché sidecar needs"
+        ));
+    }
     for p in planned {
         if volumes.contains(p.volume_name.as_str()) {
             problems.push(format!(
@@ -360,7 +365,11 @@ fn build_patch(
     b.append(
         &tokens(&["spec", "volumes"]),
         spec.volumes.is_some(),
-        planned.iter().map(Planned::volume).collect(),
+        planned
+            .iter()
+            .map(Planned::volume)
+            .chain([no_token_volume()])
+            .collect(),
     );
 
     // The sidecar goes first either way: as the first init container it starts before the

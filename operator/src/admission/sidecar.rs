@@ -18,6 +18,16 @@ use super::{
 const SIDECAR_COMMAND: &str = "attache-sidecar";
 /// Longest volume name Kubernetes accepts (a DNS label).
 const MAX_VOLUME_NAME: usize = 63;
+/// An empty volume mounted over the ServiceAccount token's path in the sidecar: the sidecar
+/// never calls the Kubernetes API, and Kubernetes mounts the pod's token only into containers
+/// that have nothing mounted there (least privilege without touching the app's token).
+pub(crate) const NO_TOKEN_VOLUME: &str = "attache-no-api-token";
+const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The volume behind [`NO_TOKEN_VOLUME`]: empty, in memory, never written.
+pub(crate) fn no_token_volume() -> Value {
+    json!({"name": NO_TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Ki"}})
+}
 
 /// One integration as the pod will see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,10 +254,15 @@ impl SidecarSpec {
             security["runAsUser"] = json!(uid);
             security["runAsGroup"] = json!(uid);
         }
-        let mounts: Vec<Value> = integrations
+        let mut mounts: Vec<Value> = integrations
             .iter()
             .map(|p| json!({"name": p.volume_name, "mountPath": p.mount_path(), "readOnly": true}))
             .collect();
+        mounts.push(json!({
+            "name": NO_TOKEN_VOLUME,
+            "mountPath": SERVICE_ACCOUNT_TOKEN_PATH,
+            "readOnly": true,
+        }));
         let mut c = json!({
             "name": SIDECAR_CONTAINER,
             "image": self.image,
