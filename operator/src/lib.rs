@@ -6,6 +6,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod crd;

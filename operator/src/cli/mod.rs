@@ -65,6 +65,14 @@ pub enum Command {
     /// attache.dev/integrations annotation names). Fails, printing nothing, naming each
     /// missing integration.
     Inject(crate::inject::cli::InjectArgs),
+    /// Check the installation in the current kubeconfig's cluster, one line per question.
+    ///
+    /// The CRD (installed, same as this version's), the RBAC the operator's ServiceAccount
+    /// needs (SubjectAccessReview), the leader (Lease renewed, its pod Ready), the webhook
+    /// configuration and its caBundle, the serving certificate (dates, names, signer), whether
+    /// the API server reaches the webhook (a dry-run pod), native sidecar support and every
+    /// ExternalIntegration's readiness. Exits 1 if any check fails.
+    Check(crate::check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +163,7 @@ pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
         Command::Validate(args) => validate_cmd(&args, io),
         Command::Render(args) => render_cmd(&args, io),
         Command::Inject(args) => Ok(crate::inject::cli::execute(&args, io)?),
+        Command::Check(args) => crate::check::execute(&args, io),
     }
 }
 

@@ -248,8 +248,11 @@ impl Cluster {
     }
 
     pub async fn stop(&mut self) {
-        for r in &self.replicas {
-            r.sigterm();
+        // Replicas a scenario already stopped are left alone.
+        for r in &mut self.replicas {
+            if r.proc.try_status().is_none() {
+                r.sigterm();
+            }
         }
         for r in &mut self.replicas {
             r.wait_exit(Duration::from_secs(10)).await;

@@ -6,6 +6,7 @@ use crate::Scenario;
 
 mod admission;
 mod audit;
+mod check;
 mod leader;
 mod reconcile;
 
@@ -29,9 +30,13 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("leader_takeover", |c| {
             leader::leader_takeover(c).boxed_local()
         }),
-        // Last: it reads the audit log of everything above.
+        // It reads the audit log of everything above.
         ("no_request_of_the_operator_was_forbidden", |c| {
             audit::no_request_of_the_operator_was_forbidden(c).boxed_local()
+        }),
+        // After the audit: it breaks the installation on purpose (RBAC, certificate, CRD).
+        ("check_reports_healthy_and_broken_installs", |c| {
+            check::check_reports_healthy_and_broken_installs(c).boxed_local()
         }),
     ]
 }

@@ -207,11 +207,11 @@ pub async fn every_example_reconciles(c: &mut Cluster) {
             !config_text.contains("key-for-") && !config_text.contains("client-secret\""),
             "{file}: a credential leaked into the ConfigMap"
         );
-        let events = events_for(c, ns, name).await;
-        assert!(
-            events.iter().any(|(r, _)| r == "Reconciled"),
-            "{file}: no Reconciled Event, got {events:?}"
-        );
+        eventually(&format!("{file}: a Reconciled Event"), WAIT, async || {
+            let events = events_for(c, ns, name).await;
+            events.iter().any(|(r, _)| r == "Reconciled").then_some(())
+        })
+        .await;
         println!(
             "  {file}: {ns}/{name} Ready, ConfigMap and Secret {gen} owned ({} Secret keys)",
             secret.data.as_ref().map_or(0, |d| d.len())
@@ -300,11 +300,15 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
         message.contains("pay-key"),
         "message does not name the Secret: {message}"
     );
-    let events = events_for(c, ns, "pay").await;
-    assert!(
-        events.iter().any(|(r, _)| r == "SecretNotFound"),
-        "{events:?}"
-    );
+    // The Event follows the status write; it may be a moment behind.
+    eventually("a SecretNotFound Event", WAIT, async || {
+        let events = events_for(c, ns, "pay").await;
+        events
+            .iter()
+            .any(|(r, _)| r == "SecretNotFound")
+            .then_some(())
+    })
+    .await;
     assert!(
         cms.get("attache-pay").await.is_ok(),
         "ConfigMap removed on a missing Secret"
