@@ -50,6 +50,9 @@ enable_deb_src() {
     apt-get update -qq >/dev/null
 }
 
+# Revision of the build recipe below (part of the cache key).
+RECIPE=r2
+
 source_version() { apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}'; }
 
 cmd_build() {
@@ -58,7 +61,8 @@ cmd_build() {
     enable_deb_src
     local version; version="$(source_version)"
     [ -n "$version" ] || die "apt-cache showsrc kubernetes found no source package"
-    local out="$cache/$version"
+    # The recipe's revision is part of the key: a change to how we build rebuilds.
+    local out="$cache/$version-$RECIPE"
     if [ -x "$out/bin/kube-apiserver" ] && [ -x "$out/bin/kube-controller-manager" ]; then
         log "cached: $out/bin"; echo "$out/bin"; return 0
     fi
@@ -87,7 +91,14 @@ cmd_build() {
         || { tail -20 "$work/gen_openapi.log" >&2; die "make gen_openapi failed"; }
     log "building kube-apiserver and kube-controller-manager (4 to 12 minutes cold on 2 cores)"
     mkdir -p "$out/bin"
-    (cd "$tree" && go build -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager) \
+    # The release scripts stamp the version; without it /version says v0.0.0-master with empty
+    # major/minor, and version-dependent code paths (native sidecars) are not exercised.
+    local upstream="${version#*really}"; upstream="${upstream%%-*}"; upstream="${upstream%%+*}"
+    local major="${upstream%%.*}" minor; minor="${upstream#*.}"; minor="${minor%%.*}"
+    local vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
+    local ldflags="-X $vpkg.gitVersion=v$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
+    ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+    (cd "$tree" && go build -ldflags "$ldflags" -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager) \
         || die "go build failed"
     rm -rf "$work"
     log "built: $out/bin"
@@ -162,7 +173,7 @@ sys.exit(0 if any(c["type"] == "Established" and c["status"] == "True" for c in 
 
 cmd_built() {
     local d
-    for d in "$cache"/*/bin; do
+    for d in "$cache"/*-"$RECIPE"/bin; do
         if [ -x "$d/kube-apiserver" ] && [ -x "$d/kube-controller-manager" ]; then
             echo "$d"; return 0
         fi

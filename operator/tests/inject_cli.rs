@@ -149,7 +149,11 @@ fn injects_workloads_and_passes_other_documents_through() {
             .iter()
             .map(|v| v["name"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["attache-stripe", "attache-twilio-sms"]
+        [
+            "attache-stripe",
+            "attache-twilio-sms",
+            "attache-no-api-token"
+        ]
     );
     // Everything outside the template is untouched.
     assert_eq!(out[0]["spec"]["replicas"], input[0]["spec"]["replicas"]);

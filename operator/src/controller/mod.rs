@@ -261,6 +261,11 @@ pub async fn run(
                 Ok((obj, _)) => tracing::debug!(%obj, "reconciled"),
                 // Reconcile errors were logged by the error policy.
                 Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A generated object or a pod changed after its integration was deleted (the
+                // garbage collector removing them does that): nothing to do, nothing wrong.
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(%obj, "integration already deleted")
+                }
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
         });

@@ -274,3 +274,60 @@ pub async fn pods_counted_and_shared_rate_split(c: &mut Cluster) {
     .unwrap();
     expect(1).await;
 }
+
+/// `attache-operator inject --kubernetes-version auto` asks this server its version and writes
+/// what it accepts: on 1.20 a regular sidecar container (native sidecars would be refused).
+pub async fn inject_writes_for_the_clusters_version(c: &mut Cluster) {
+    let dir = c.dir.path().join("inject");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ns = "e2e-inject";
+    c.create_namespace(ns, &[]).await.unwrap();
+    let deployment = dir.join("deployment.yaml");
+    std::fs::write(
+        &deployment,
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: registry.example/app:1}}]\n"
+        ),
+    )
+    .unwrap();
+    let xint = dir.join("stripe.yaml");
+    std::fs::write(
+        &xint,
+        serde_json::to_string(&integration(ns, "stripe", json!({}))).unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_attache-operator"))
+        .arg("inject")
+        .arg("-f")
+        .arg(&deployment)
+        .arg("-i")
+        .arg(&xint)
+        .args(["--kubernetes-version", "auto"])
+        .env_clear()
+        .env("KUBECONFIG", &c.admin_kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    println!("  inject said: {}", stderr.trim().replace('\n', " / "));
+    assert!(
+        stderr.contains("read from the current kubeconfig's API server")
+            && stderr.contains("regular container"),
+        "{stderr}"
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout))
+        .expect("inject prints YAML");
+    // What kubectl apply would send, as a server-side dry run: the server must accept it.
+    let dep: Deployment = serde_json::from_value(docs[0].clone()).unwrap();
+    let api: Api<Deployment> = Api::namespaced(c.admin.clone(), ns);
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let created = api
+        .create(&params, &dep)
+        .await
+        .unwrap_or_else(|e| panic!("the 1.20 server refused inject's output: {e}"));
+    let spec = created.spec.unwrap().template.spec.unwrap();
+    assert_eq!(spec.containers[0].name, SIDECAR, "regular sidecar, first");
+}

@@ -27,6 +27,9 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         ("pods_counted_and_shared_rate_split", |c| {
             admission::pods_counted_and_shared_rate_split(c).boxed_local()
         }),
+        ("inject_writes_for_the_clusters_version", |c| {
+            admission::inject_writes_for_the_clusters_version(c).boxed_local()
+        }),
         ("leader_takeover", |c| {
             leader::leader_takeover(c).boxed_local()
         }),

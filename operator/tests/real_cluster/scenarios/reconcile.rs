@@ -1,7 +1,7 @@
 //! The controller against the real API server: every example reconciles with its Secrets, and
 //! an integration's life (edit, Secret rotation, Secret deleted, invalid spec, deletion).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use attache_api::ExternalIntegration;
 use attache_tests::pki::TestCa;
@@ -15,9 +15,58 @@ use kube::{
 };
 use serde_json::{json, Value};
 
-use crate::cluster::{apply_all, eventually, root, Cluster, MANAGER};
+use crate::cluster::{apply_all, eventually, root, Cluster, MANAGER, NAMESPACE, RELEASE};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The operator's ServiceAccount, as the audit log names it.
+pub fn operator_user() -> String {
+    format!("system:serviceaccount:{NAMESPACE}:{RELEASE}")
+}
+
+/// The operator's requests that change something (every verb but get, list and watch), from
+/// the audit log, in the order it logged them: `operator_writes(c)[mark..]` is what came after
+/// an earlier `operator_writes(c).len()`.
+pub fn operator_writes(c: &Cluster) -> Vec<Value> {
+    c.audit_events(&operator_user())
+        .into_iter()
+        .filter(|e| !matches!(e["verb"].as_str(), Some("get" | "list" | "watch")))
+        .collect()
+}
+
+/// `VERB URI` of audit events, for failure messages.
+pub fn describe(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect()
+}
+
+/// Whether an audit event is a patch of `resource` (not a subresource) named `name`.
+pub fn patches(e: &Value, resource: &str, name: &str) -> bool {
+    e["verb"] == "patch"
+        && e["objectRef"]["resource"] == resource
+        && e["objectRef"]["name"] == name
+        && e["objectRef"]["subresource"].is_null()
+}
+
+/// `attache_operator_reconciliations_total{result}`, summed over the replicas' /metrics.
+pub async fn reconciliations(c: &Cluster, result: &str) -> u64 {
+    let name = format!("attache_operator_reconciliations_total{{result=\"{result}\"}}");
+    let mut n = 0;
+    for r in &c.replicas {
+        if let Some((200, body)) = crate::http::get(r.metrics, "/metrics").await {
+            n += crate::http::sample(&body, &name).unwrap_or(0.0) as u64;
+        }
+    }
+    n
+}
+
+/// A Secret's key, as text.
+pub fn secret_text(s: &Secret, key: &str) -> Option<String> {
+    let v = s.data.as_ref()?.get(key)?;
+    Some(String::from_utf8_lossy(&v.0).into_owned())
+}
 
 /// `(status, reason, message)` of the Ready condition.
 pub fn ready(x: &ExternalIntegration) -> Option<(String, String, String)> {
@@ -346,4 +395,15 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
         .then_some(())
     })
     .await;
+    // The collected objects' events reach the controller after their owner is gone: that is
+    // no warning.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for r in &c.replicas {
+        let out = r.proc.output();
+        assert!(
+            !out.contains("not found in local store"),
+            "{}: a warning about the deleted integration:\n{out}",
+            r.name
+        );
+    }
 }
