@@ -51,7 +51,7 @@ enable_deb_src() {
 }
 
 # Revision of the build recipe below (part of the cache key).
-RECIPE=r2
+RECIPE=r3
 
 source_version() { apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/{print $2; exit}'; }
 
@@ -95,9 +95,14 @@ cmd_build() {
     # major/minor, and version-dependent code paths (native sidecars) are not exercised.
     local upstream="${version#*really}"; upstream="${upstream%%-*}"; upstream="${upstream%%+*}"
     local major="${upstream%%.*}" minor; minor="${upstream#*.}"; minor="${minor%%.*}"
-    local vpkg=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-    local ldflags="-X $vpkg.gitVersion=v$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
-    ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
+    # Both version packages, as Kubernetes' own hack/lib/version.sh stamps them (--version
+    # reads one, the /version endpoint the other).
+    local vpkg ldflags=""
+    for vpkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
+        k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $vpkg.gitVersion=v$upstream -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor"
+        ldflags+=" -X $vpkg.gitTreeState=clean"
+    done
     (cd "$tree" && go build -ldflags "$ldflags" -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager) \
         || die "go build failed"
     rm -rf "$work"

@@ -100,10 +100,22 @@ impl Cluster {
                 .status();
             bail!("scripts/real-apiserver.sh start failed ({status})");
         }
+        let admin = match client_from(&dir.path().join("admin.kubeconfig")).await {
+            Ok(a) => a,
+            Err(e) => {
+                // No Cluster yet to stop it on drop: stop what the script started here.
+                let _ = Command::new("bash")
+                    .arg(script())
+                    .arg("stop")
+                    .arg(dir.path())
+                    .status();
+                return Err(e);
+            }
+        };
         let mut cluster = Cluster {
             admin_kubeconfig: dir.path().join("admin.kubeconfig"),
             operator_kubeconfig: dir.path().join("operator.kubeconfig"),
-            admin: client_from(&dir.path().join("admin.kubeconfig")).await?,
+            admin,
             dir,
             chart: Vec::new(),
             webhook_ip: std::net::Ipv4Addr::LOCALHOST.into(),
