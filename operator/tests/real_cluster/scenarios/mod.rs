@@ -7,6 +7,7 @@ use crate::Scenario;
 mod admission;
 mod audit;
 mod check;
+mod faults;
 mod leader;
 mod reconcile;
 
@@ -20,6 +21,26 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         }),
         ("integration_lifecycle", |c| {
             reconcile::integration_lifecycle(c).boxed_local()
+        }),
+        ("a_missing_key_is_reported_and_nothing_is_generated", |c| {
+            faults::a_missing_key_is_reported_and_nothing_is_generated(c).boxed_local()
+        }),
+        ("someone_elses_object_with_the_generated_name_is_not_taken_over", |c| {
+            faults::someone_elses_object_with_the_generated_name_is_not_taken_over(c)
+                .boxed_local()
+        }),
+        ("drift_in_a_generated_object_is_repaired", |c| {
+            faults::drift_in_a_generated_object_is_repaired(c).boxed_local()
+        }),
+        (
+            "a_mismatched_or_expired_client_pair_is_certificate_invalid_and_the_last_good_pair_stays",
+            |c| {
+                faults::a_mismatched_or_expired_client_pair_is_certificate_invalid_and_the_last_good_pair_stays(c)
+                    .boxed_local()
+            },
+        ),
+        ("an_mtls_integration_reports_its_client_certificate_expiry", |c| {
+            faults::an_mtls_integration_reports_its_client_certificate_expiry(c).boxed_local()
         }),
         ("webhook_injects_through_the_chart_configuration", |c| {
             admission::webhook_injects_through_the_chart_configuration(c).boxed_local()
