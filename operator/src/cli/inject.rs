@@ -5,13 +5,13 @@ use std::{io, path::PathBuf, time::Duration};
 use clap::Args;
 use k8s_openapi::apimachinery::pkg::version::Info;
 
-use super::{inject, to_yaml, KnownIntegration};
+use super::{InputArgs, Status, Streams};
 use crate::{
     admission::{
         settings::{native_sidecars_supported, DEFAULT_IMAGE},
         InjectorSettings,
     },
-    cli::{InputArgs, Status, Streams},
+    inject::{inject, to_yaml, KnownIntegration},
     manifests, validate,
 };
 
@@ -107,7 +107,6 @@ fn server_version() -> Result<Info, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("--kubernetes-version auto: no usable kubeconfig: {e}"))?;
@@ -225,7 +224,7 @@ mod version_tests {
     #[test]
     fn native_sidecars_from_1_29_and_the_assumption_is_said() {
         let args = |v: &str, no_native: bool| InjectArgs {
-            input: crate::cli::InputArgs { files: vec![] },
+            input: InputArgs { files: vec![] },
             integrations: vec![],
             no_native_sidecar: no_native,
             kubernetes_version: parse_version(v).unwrap(),
