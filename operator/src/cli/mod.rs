@@ -224,20 +224,25 @@ fn render_cmd(args: &RenderArgs, io: Streams<'_>) -> Result<Status, Error> {
     for p in &problems {
         writeln!(io.stderr, "{p}")?;
     }
-    if !inputs_ok || !problems.is_empty() {
-        writeln!(io.stderr, "nothing written: fix the manifests first")?;
-        return Ok(Status::Failure);
-    }
+    // The valid integrations are rendered even when others are not, so that one run names
+    // their missing Secrets too.
     let source = DirSecretSource::new(&args.secrets_dir);
     let opts = RenderOptions {
         pods_sharing: args.pods,
     };
-    let outputs = match render::render_all(&report, &source, opts) {
-        Ok(outputs) => outputs,
-        Err(failures) => {
-            for f in &failures {
-                writeln!(io.stderr, "{f}")?;
-            }
+    let rendered = render::render_all(&report, &source, opts);
+    if let Err(failures) = &rendered {
+        for f in failures {
+            writeln!(io.stderr, "{f}")?;
+        }
+    }
+    let outputs = match rendered {
+        Ok(outputs) if inputs_ok && problems.is_empty() => outputs,
+        Ok(_) => {
+            writeln!(io.stderr, "nothing written: fix the manifests first")?;
+            return Ok(Status::Failure);
+        }
+        Err(_) => {
             writeln!(io.stderr, "nothing written")?;
             return Ok(Status::Failure);
         }
