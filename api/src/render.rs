@@ -72,7 +72,7 @@ impl Rendered {
 }
 
 /// A spec that is valid but cannot be served; `reason()` is the status condition reason.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("invalid spec: {}", join(.0))]
     Invalid(Vec<FieldError>),

@@ -99,3 +99,62 @@ fn a_start_up_error_is_printed_once_with_its_cause_once() {
     assert_eq!(err.matches("nowhere.yaml").count(), 1, "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// Local mode names every problem of every manifest in one run, each once, one line each:
+/// an unreadable file, a document that cannot be read, an invalid spec beside it, and each
+/// missing Secret key of the integrations that are valid.
+#[test]
+fn local_mode_names_every_problem_of_the_run_at_once() {
+    let d = temp_dir("all-at-once");
+    let bad = d.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: bad}\n\
+         spec:\n  upstream: {url: \"https://bad.example\"}\n  retry: {maxAtempts: 3}\n---\n\
+         apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: ftp}\n\
+         spec:\n  upstream: {url: \"ftp://files.example\"}\n",
+    )
+    .unwrap();
+    let bank = d.join("bank.yaml");
+    std::fs::write(
+        &bank,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: bank}\n\
+         spec:\n  upstream: {url: \"https://api.bank.example\"}\n  \
+         auth: {bearer: {secretKeyRef: {name: bank-key, key: token}}}\n  \
+         tls: {clientCertificate: {secretName: bank-mtls}}\n",
+    )
+    .unwrap();
+    let secrets = d.join("secrets");
+    std::fs::create_dir_all(secrets.join("bank-mtls")).unwrap();
+    let out = sidecar()
+        .args(["run", "--manifest"])
+        .arg(&bad)
+        .arg("--manifest")
+        .arg(&bank)
+        .arg("--manifest")
+        .arg(d.join("nowhere.yaml"))
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .args(["--first-port", "0", "--proxy-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "spec.retry.maxAtempts: unknown field",
+        "scheme \"ftp\" is not supported",
+        "Secret \"bank-key\" not found",
+        "Secret \"bank-mtls\" has no key \"tls.crt\"",
+        "Secret \"bank-mtls\" has no key \"tls.key\"",
+        "nowhere.yaml",
+    ] {
+        assert_eq!(err.matches(needle).count(), 1, "{needle:?}:\n{err}");
+    }
+    assert!(
+        err.starts_with("attache-sidecar: configuration: 6 problems:"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 7, "one line per problem:\n{err}");
+    assert!(!err.contains("listening"), "no port may be bound: {err}");
+}
