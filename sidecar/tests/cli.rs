@@ -158,3 +158,177 @@ fn local_mode_names_every_problem_of_the_run_at_once() {
     assert_eq!(err.lines().count(), 7, "one line per problem:\n{err}");
     assert!(!err.contains("listening"), "no port may be bound: {err}");
 }
+
+/// A manifest that needs no Secret, for runs that start.
+fn plain_manifest(name: &str) -> std::path::PathBuf {
+    let d = temp_dir(name);
+    let m = d.join("plain.yaml");
+    std::fs::write(
+        &m,
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: plain}\n\
+         spec:\n  upstream: {url: \"https://api.example.com\"}\n",
+    )
+    .unwrap();
+    m
+}
+
+/// Starts `attache-sidecar ARGS` and reads its log until a line contains `needle` or it exits;
+/// returns what it logged and stops it.
+fn log_until(args: &[&std::ffi::OsStr], needle: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = sidecar()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(needle) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn admin_addr_takes_a_host_name() {
+    let m = plain_manifest("admin-host");
+    let port = free_port();
+    let admin = format!("localhost:{port}");
+    let log = log_until(
+        &[
+            "run".as_ref(),
+            "--manifest".as_ref(),
+            m.as_os_str(),
+            "--first-port".as_ref(),
+            "0".as_ref(),
+            "--proxy-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--admin-addr".as_ref(),
+            admin.as_ref(),
+        ],
+        "admin (",
+    );
+    assert!(
+        log.contains(&format!(
+            "admin (/metrics, /healthz, /readyz) on http://127.0.0.1:{port}"
+        )),
+        "{log}"
+    );
+}
+
+/// Local mode keeps its admin endpoints on the machine. Whether port 15090 is free here or
+/// not, the sidecar says which address it took (listening, or the address in its error).
+#[test]
+fn local_mode_admin_listens_on_loopback_by_default() {
+    let m = plain_manifest("admin-default");
+    let log = log_until(
+        &[
+            "run".as_ref(),
+            "--manifest".as_ref(),
+            m.as_os_str(),
+            "--first-port".as_ref(),
+            "0".as_ref(),
+            "--proxy-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        "admin",
+    );
+    assert!(
+        log.contains("on http://127.0.0.1:15090")
+            || log.contains("cannot listen on 127.0.0.1:15090 for the admin endpoints"),
+        "{log}"
+    );
+    assert!(!log.contains("0.0.0.0"), "{log}");
+}
+
+/// A listener whose address is taken fails the start, naming the flag that moves it.
+#[test]
+fn address_in_use_names_the_flag_that_moves_the_listener() {
+    let m = plain_manifest("in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    for (flag, args) in [
+        (
+            "--first-port",
+            [
+                "--first-port",
+                &port,
+                "--proxy-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+        ),
+        (
+            "--proxy-addr",
+            [
+                "--first-port",
+                "0",
+                "--proxy-addr",
+                &addr,
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+        ),
+        (
+            "--admin-addr",
+            [
+                "--first-port",
+                "0",
+                "--proxy-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                &addr,
+            ],
+        ),
+    ] {
+        let out = sidecar()
+            .args(["run", "--manifest"])
+            .arg(&m)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot listen on {addr}")),
+            "{flag}: {err}"
+        );
+        assert!(
+            err.contains(&format!("choose another address with {flag}")),
+            "{flag}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    drop(taken);
+}
