@@ -28,6 +28,7 @@ RUN apk add --no-cache gcc musl-dev
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 # The whole workspace (see .dockerignore): every member must be present for cargo to load it.
+# The sidecar's default features include `demo`: `attache-sidecar demo` runs inside the image.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

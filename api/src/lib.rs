@@ -24,4 +24,4 @@ pub use render::{
 };
 pub use secret::SecretBytes;
 pub use spec::{ExternalIntegration, ExternalIntegrationSpec, ExternalIntegrationStatus};
-pub use validate::{validate_spec, FieldError};
+pub use validate::{check_spec, validate_spec, CheckedSpec, FieldError};

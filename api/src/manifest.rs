@@ -33,6 +33,21 @@ pub enum ManifestError {
         index: usize,
         api_version: String,
     },
+    /// Several documents with problems, one line each.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ManifestError>),
+}
+
+// === impl ManifestError ===
+
+impl ManifestError {
+    /// Each document's problem on its own (one, unless this is [`ManifestError::Several`]).
+    pub fn into_problems(self) -> Vec<ManifestError> {
+        match self {
+            ManifestError::Several(list) => list,
+            one => vec![one],
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,29 +83,57 @@ pub fn parse_integrations(
     source_name: &str,
     text: &str,
 ) -> Result<Vec<ExternalIntegration>, ManifestError> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
-            source_name: source_name.into(),
-            message: e.to_string(),
-        })?;
+    let (out, mut errors) = read_integrations(source_name, text);
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(errors.remove(0)),
+        _ => Err(ManifestError::Several(errors)),
+    }
+}
+
+/// The ExternalIntegrations of `text` that can be read, and the problems of the documents that
+/// cannot, one per document: a reader that goes on with the good ones (to find their missing
+/// Secrets, say) names everything in one run.
+pub fn read_integrations(
+    source_name: &str,
+    text: &str,
+) -> (Vec<ExternalIntegration>, Vec<ManifestError>) {
+    let docs: Vec<serde_json::Value> = match serde_saphyr::from_multiple(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let e = ManifestError::Yaml {
+                source_name: source_name.into(),
+                message: e.to_string(),
+            };
+            return (Vec::new(), vec![e]);
+        }
+    };
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for (index, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
-        let tm = TypeMeta::deserialize(&doc).map_err(|e| ManifestError::Yaml {
-            source_name: source_name.into(),
-            message: e.to_string(),
-        })?;
+        let tm = match TypeMeta::deserialize(&doc) {
+            Ok(tm) => tm,
+            Err(e) => {
+                errors.push(ManifestError::Yaml {
+                    source_name: source_name.into(),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
         if tm.kind != "ExternalIntegration" {
             continue;
         }
         if !tm.api_version.starts_with("attache.dev/") || tm.api_version != "attache.dev/v1alpha1" {
-            return Err(ManifestError::WrongVersion {
+            errors.push(ManifestError::WrongVersion {
                 source_name: source_name.into(),
                 index,
                 api_version: tm.api_version,
             });
+            continue;
         }
         let name = doc
             .pointer("/metadata/name")
@@ -131,13 +174,13 @@ pub fn parse_integrations(
                         .into_iter()
                         .map(|e| format!("{}: {}", e.field, e.message)),
                 );
-                return Err(invalid(all.join("; ")));
+                errors.push(invalid(all.join("; ")));
             }
             Err(e) => {
                 all.push(e.to_string());
-                return Err(invalid(all.join("; ")));
+                errors.push(invalid(all.join("; ")));
             }
         }
     }
-    Ok(out)
+    (out, errors)
 }

@@ -20,7 +20,7 @@ use crate::{
         CaBundleKind, CaBundleRef, ClientCertificateRef, ExternalIntegration,
         ExternalIntegrationSpec, RateLimitScope,
     },
-    validate::{validate_spec, FieldError},
+    validate::{check_spec, CheckedSpec, FieldError},
 };
 
 /// Where Secrets and ConfigMaps referenced by a spec are looked up.
@@ -72,7 +72,7 @@ impl Rendered {
 }
 
 /// A spec that is valid but cannot be served; `reason()` is the status condition reason.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("invalid spec: {}", join(.0))]
     Invalid(Vec<FieldError>),
@@ -189,22 +189,25 @@ pub fn render_at(
 ) -> Result<Rendered, RenderError> {
     let name = xint.metadata.name.clone().unwrap_or_default();
     let spec = &xint.spec;
-    let mut problems = validate_spec(spec);
-    if name.is_empty() {
-        problems.insert(
-            0,
-            FieldError {
-                field: "metadata.name".into(),
-                message: "must be set".into(),
-            },
-        );
-    }
-    if !problems.is_empty() {
-        return Err(RenderError::Invalid(problems));
-    }
+    let checked = match check_spec(spec) {
+        Ok(checked) if !name.is_empty() => checked,
+        result => {
+            let mut problems = result.err().unwrap_or_default();
+            if name.is_empty() {
+                problems.insert(
+                    0,
+                    FieldError {
+                        field: "metadata.name".into(),
+                        message: "must be set".into(),
+                    },
+                );
+            }
+            return Err(RenderError::Invalid(problems));
+        }
+    };
     let mut files = BTreeMap::new();
-    let upstream = upstream_config(spec);
-    let auth = auth_config(spec, source, &mut files);
+    let upstream = upstream_config(&checked.upstream);
+    let auth = auth_config(&checked, source, &mut files);
     let tls = tls_config(spec, source, unix_secs(now), &mut files);
     let (auth, (tls, not_after)) = match (auth, tls) {
         (Ok(auth), Ok(tls)) => (auth, tls),
@@ -222,7 +225,7 @@ pub fn render_at(
         auth,
         tls,
         timeouts: timeouts_config(spec),
-        retry: retry_config(spec),
+        retry: retry_config(&checked),
         circuit_breaker: breaker_config(spec),
         rate_limit: rate_limit_config(spec, opts),
         concurrency: concurrency_config(spec),
@@ -273,9 +276,8 @@ pub fn referenced_objects(spec: &ExternalIntegrationSpec) -> (Vec<String>, Vec<S
     (secrets, config_maps)
 }
 
-fn upstream_config(spec: &ExternalIntegrationSpec) -> UpstreamConfig {
-    // Validated above: parses, has a host, scheme is http or https.
-    let url = url::Url::parse(&spec.upstream.url).expect("validated URL");
+/// From the checked upstream URL: http or https, with a host.
+fn upstream_config(url: &url::Url) -> UpstreamConfig {
     let scheme = if url.scheme() == "http" {
         Scheme::Http
     } else {
@@ -360,12 +362,12 @@ impl Lookup<'_> {
 }
 
 fn auth_config(
-    spec: &ExternalIntegrationSpec,
+    checked: &CheckedSpec<'_>,
     source: &dyn SecretSource,
     out: &mut BTreeMap<String, SecretBytes>,
 ) -> Result<AuthConfig, RenderError> {
     let l = Lookup { source };
-    let Some(a) = &spec.auth else {
+    let Some(a) = &checked.spec.auth else {
         return Ok(AuthConfig::None);
     };
     if let Some(k) = &a.api_key {
@@ -400,7 +402,7 @@ fn auth_config(
             name: q.name.clone(),
         });
     }
-    if let Some(o) = &a.oauth2_client_credentials {
+    if let Some((o, token_url)) = &checked.oauth2 {
         let r = &o.client_secret_ref;
         let v = l.credential(
             "spec.auth.oauth2ClientCredentials.clientSecretRef",
@@ -409,7 +411,7 @@ fn auth_config(
         )?;
         out.insert(files::OAUTH2_CLIENT_SECRET.into(), v);
         return Ok(AuthConfig::OAuth2ClientCredentials {
-            token_url: o.token_url.clone(),
+            token_url: token_url.to_string(),
             client_id: o.client_id.clone(),
             scopes: o.scopes.clone(),
             audience: o.audience.clone(),
@@ -610,8 +612,8 @@ fn timeouts_config(spec: &ExternalIntegrationSpec) -> TimeoutsConfig {
     }
 }
 
-fn retry_config(spec: &ExternalIntegrationSpec) -> RetryConfig {
-    let r = spec.retry.clone().unwrap_or_default();
+fn retry_config(checked: &CheckedSpec<'_>) -> RetryConfig {
+    let r = checked.spec.retry.clone().unwrap_or_default();
     let backoff = r.backoff.clone().unwrap_or_default();
     let key = r.idempotency_key.clone().unwrap_or_default();
     let budget = r.budget.clone().unwrap_or_default();
@@ -620,10 +622,10 @@ fn retry_config(spec: &ExternalIntegrationSpec) -> RetryConfig {
         max_attempts: r.max_attempts.unwrap_or(d::MAX_ATTEMPTS),
         backoff_base,
         backoff_max: backoff.max.unwrap_or(d::BACKOFF_MAX).max(backoff_base),
-        retry_on: match &r.retry_on {
-            Some(list) => list.iter().filter_map(|s| RetryOn::parse(s)).collect(),
-            None => d::RETRY_ON.to_vec(),
-        },
+        retry_on: checked
+            .retry_on
+            .clone()
+            .unwrap_or_else(|| d::RETRY_ON.to_vec()),
         respect_retry_after: r.respect_retry_after.unwrap_or(d::RESPECT_RETRY_AFTER),
         max_retry_after: r.max_retry_after.unwrap_or(d::MAX_RETRY_AFTER),
         idempotency_header: key.header.unwrap_or_else(|| d::IDEMPOTENCY_HEADER.into()),

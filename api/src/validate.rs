@@ -8,7 +8,12 @@
 
 use std::fmt;
 
-use crate::{config::RetryOn, spec::ExternalIntegrationSpec};
+use url::Url;
+
+use crate::{
+    config::RetryOn,
+    spec::{ExternalIntegrationSpec, OAuth2ClientCredentials},
+};
 
 /// One problem, named by its field path (`spec.retry.backoff.base`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +28,33 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// All problems of a spec; empty when it is valid.
-pub fn validate_spec(spec: &ExternalIntegrationSpec) -> Vec<FieldError> {
+/// A spec that passed validation, with what validation had to parse kept parsed: rendering
+/// reads these instead of parsing the strings again.
+#[derive(Debug, Clone)]
+pub struct CheckedSpec<'a> {
+    pub spec: &'a ExternalIntegrationSpec,
+    /// `spec.upstream.url`: `https` (or `http` with `allowInsecure`), with a host, without
+    /// credentials, query or fragment.
+    pub upstream: Url,
+    /// `spec.auth.oauth2ClientCredentials` with its parsed `tokenUrl`, when that is the auth
+    /// method.
+    pub oauth2: Option<OAuth2<'a>>,
+    /// `spec.retry.retryOn`, every entry known; `None` when the spec leaves it to the default.
+    pub retry_on: Option<Vec<RetryOn>>,
+}
+
+/// The OAuth2 client-credentials method and its parsed `tokenUrl`.
+pub type OAuth2<'a> = (&'a OAuth2ClientCredentials, Url);
+
+/// The spec, checked: every rule of the CRD's schema and CEL rules. Fails with all problems at
+/// once.
+pub fn check_spec(spec: &ExternalIntegrationSpec) -> Result<CheckedSpec<'_>, Vec<FieldError>> {
     let mut errs = Errors::default();
-    upstream(spec, &mut errs);
-    auth(spec, &mut errs);
+    let upstream = upstream(spec, &mut errs);
+    let oauth2 = auth(spec, &mut errs);
     tls(spec, &mut errs);
     timeouts(spec, &mut errs);
-    retry(spec, &mut errs);
+    let retry_on = retry(spec, &mut errs);
     breaker(spec, &mut errs);
     rate_limit(spec, &mut errs);
     if let Some(c) = &spec.concurrency {
@@ -38,7 +62,20 @@ pub fn validate_spec(spec: &ExternalIntegrationSpec) -> Vec<FieldError> {
             errs.push("spec.concurrency.maxInFlight", "must be at least 1");
         }
     }
-    errs.0
+    match (upstream, oauth2, retry_on) {
+        (Some(upstream), Some(oauth2), Some(retry_on)) if errs.0.is_empty() => Ok(CheckedSpec {
+            spec,
+            upstream,
+            oauth2,
+            retry_on,
+        }),
+        _ => Err(errs.0),
+    }
+}
+
+/// All problems of a spec; empty when it is valid.
+pub fn validate_spec(spec: &ExternalIntegrationSpec) -> Vec<FieldError> {
+    check_spec(spec).err().unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -53,13 +90,17 @@ impl Errors {
     }
 }
 
-fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+/// The parsed URL, or `None` with the reason in `errs`.
+fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) -> Option<Url> {
     let field = "spec.upstream.url";
     let shape_ok = url_shape(field, &spec.upstream.url, errs);
-    let url = match url::Url::parse(&spec.upstream.url) {
+    let url = match Url::parse(&spec.upstream.url) {
         Ok(u) => u,
-        Err(_) if !shape_ok => return,
-        Err(e) => return errs.push(field, format!("not a valid URL ({e})")),
+        Err(_) if !shape_ok => return None,
+        Err(e) => {
+            errs.push(field, format!("not a valid URL ({e})"));
+            return None;
+        }
     };
     match url.scheme() {
         "https" => {}
@@ -79,6 +120,7 @@ fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     if url.query().is_some() || url.fragment().is_some() {
         errs.push(field, "must not have a query or fragment");
     }
+    Some(url)
 }
 
 /// The CRD's CEL rules on URL strings, checked on the text as written: the `url` crate alone is
@@ -116,8 +158,12 @@ fn url_shape(field: &str, raw: &str, errs: &mut Errors) -> bool {
     ok
 }
 
-fn auth(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
-    let Some(a) = &spec.auth else { return };
+/// The OAuth2 method with its parsed token URL (`Some(None)` when the spec has none), or
+/// `None` with the reason in `errs`.
+fn auth<'a>(spec: &'a ExternalIntegrationSpec, errs: &mut Errors) -> Option<Option<OAuth2<'a>>> {
+    let Some(a) = &spec.auth else {
+        return Some(None);
+    };
     let set = [
         a.api_key.is_some(),
         a.bearer.is_some(),
@@ -159,34 +205,39 @@ fn auth(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
         }
         secret_key_ref("spec.auth.queryParam.secretKeyRef", &q.secret_key_ref, errs);
     }
-    if let Some(o) = &a.oauth2_client_credentials {
-        let field = "spec.auth.oauth2ClientCredentials.tokenUrl";
-        let shape_ok = url_shape(field, &o.token_url, errs);
-        match url::Url::parse(&o.token_url) {
-            Err(_) if !shape_ok => {}
-            Ok(u) if u.scheme() == "https" => {}
-            Ok(u) if u.scheme() == "http" && spec.upstream.allow_insecure == Some(true) => {}
-            Ok(_) => errs.push(
-                "spec.auth.oauth2ClientCredentials.tokenUrl",
-                "must be https:// (http:// only with spec.upstream.allowInsecure: true)",
-            ),
-            Err(e) => errs.push(
-                "spec.auth.oauth2ClientCredentials.tokenUrl",
-                format!("not a valid URL ({e})"),
-            ),
-        }
-        if o.client_id.is_empty() {
+    let Some(o) = &a.oauth2_client_credentials else {
+        return Some(None);
+    };
+    let field = "spec.auth.oauth2ClientCredentials.tokenUrl";
+    let shape_ok = url_shape(field, &o.token_url, errs);
+    let token_url = match Url::parse(&o.token_url) {
+        Err(_) if !shape_ok => None,
+        Ok(u) if u.scheme() == "https" => Some(u),
+        Ok(u) if u.scheme() == "http" && spec.upstream.allow_insecure == Some(true) => Some(u),
+        Ok(_) => {
             errs.push(
-                "spec.auth.oauth2ClientCredentials.clientId",
-                "must not be empty",
+                field,
+                "must be https:// (http:// only with spec.upstream.allowInsecure: true)",
             );
+            None
         }
-        secret_key_ref(
-            "spec.auth.oauth2ClientCredentials.clientSecretRef",
-            &o.client_secret_ref,
-            errs,
+        Err(e) => {
+            errs.push(field, format!("not a valid URL ({e})"));
+            None
+        }
+    };
+    if o.client_id.is_empty() {
+        errs.push(
+            "spec.auth.oauth2ClientCredentials.clientId",
+            "must not be empty",
         );
     }
+    secret_key_ref(
+        "spec.auth.oauth2ClientCredentials.clientSecretRef",
+        &o.client_secret_ref,
+        errs,
+    );
+    token_url.map(|u| Some((o, u)))
 }
 
 fn secret_key_ref(field: &str, r: &crate::spec::SecretKeyRef, errs: &mut Errors) {
@@ -249,8 +300,12 @@ fn timeouts(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     }
 }
 
-fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
-    let Some(r) = &spec.retry else { return };
+/// The parsed `retryOn` list (`Some(None)` when the spec has none), or `None` with the reasons
+/// in `errs`.
+fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) -> Option<Option<Vec<RetryOn>>> {
+    let Some(r) = &spec.retry else {
+        return Some(None);
+    };
     if r.max_attempts == Some(0) {
         errs.push(
             "spec.retry.maxAttempts",
@@ -276,16 +331,22 @@ fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
             }
         }
     }
-    if let Some(list) = &r.retry_on {
-        for (i, entry) in list.iter().enumerate() {
-            if RetryOn::parse(entry).is_none() {
-                errs.push(
-                    &format!("spec.retry.retryOn[{i}]"),
-                    format!("unknown value {entry:?}: use connect-failure, reset, timeout, 5xx or a status code 400-599"),
-                );
+    let retry_on = match &r.retry_on {
+        None => Some(None),
+        Some(list) => {
+            let mut parsed = Vec::with_capacity(list.len());
+            for (i, entry) in list.iter().enumerate() {
+                match RetryOn::parse(entry) {
+                    Some(on) => parsed.push(on),
+                    None => errs.push(
+                        &format!("spec.retry.retryOn[{i}]"),
+                        format!("unknown value {entry:?}: use connect-failure, reset, timeout, 5xx or a status code 400-599"),
+                    ),
+                }
             }
+            (parsed.len() == list.len()).then_some(Some(parsed))
         }
-    }
+    };
     if let Some(k) = &r.idempotency_key {
         if let Some(h) = &k.header {
             if http_header_name_invalid(h) {
@@ -303,6 +364,7 @@ fn retry(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
             }
         }
     }
+    retry_on
 }
 
 fn breaker(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
@@ -445,6 +507,46 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].field, "spec.auth.oauth2ClientCredentials.tokenUrl");
         assert!(errs[0].message.contains("spaces"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_checked_spec_carries_what_validation_parsed() {
+        let s: ExternalIntegrationSpec = serde_json::from_value(serde_json::json!({
+            "upstream": {"url": "https://api.example.com/v1/"},
+            "auth": {"oauth2ClientCredentials": {
+                "tokenUrl": "https://auth.example.com/oauth/token", "clientId": "c",
+                "clientSecretRef": {"name": "s", "key": "k"}}},
+            "retry": {"retryOn": ["5xx", "429", "reset"]}
+        }))
+        .unwrap();
+        let c = check_spec(&s).unwrap();
+        assert_eq!(c.upstream.host_str(), Some("api.example.com"));
+        assert_eq!(c.upstream.path(), "/v1/");
+        let (o, token_url) = c.oauth2.unwrap();
+        assert_eq!(o.client_id, "c");
+        assert_eq!(token_url.path(), "/oauth/token");
+        assert_eq!(
+            c.retry_on,
+            Some(vec![RetryOn::Any5xx, RetryOn::Status(429), RetryOn::Reset])
+        );
+
+        // Defaults are left to the renderer; no auth, no OAuth2.
+        let plain = spec("https://api.example.com");
+        let c = check_spec(&plain).unwrap();
+        assert!(c.oauth2.is_none() && c.retry_on.is_none());
+    }
+
+    #[test]
+    fn an_unknown_retry_on_entry_is_refused_not_dropped() {
+        let s: ExternalIntegrationSpec = serde_json::from_value(serde_json::json!({
+            "upstream": {"url": "https://api.example.com"},
+            "retry": {"retryOn": ["5xx", "teapot", "429"]}
+        }))
+        .unwrap();
+        let errs = check_spec(&s).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.retry.retryOn[1]");
+        assert!(errs[0].message.contains("teapot"), "{errs:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub struct ApiCall {
     pub group: &'static str,
     /// Plural resource, with `/subresource` when it is one.
     pub resource: &'static str,
-    pub verb: &'static str,
+    pub verb: Verb,
     /// Cluster-wide (ClusterRole) or only in the operator's own namespace (Role).
     pub scope: Scope,
     pub why: &'static str,
@@ -23,10 +23,47 @@ pub enum Scope {
     OwnNamespace,
 }
 
+/// An RBAC verb (the API server's names for what a request does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+// === impl Verb ===
+
+impl Verb {
+    /// As RBAC rules and SubjectAccessReviews spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 const fn call(
     group: &'static str,
     resource: &'static str,
-    verb: &'static str,
+    verb: Verb,
     scope: Scope,
     why: &'static str,
 ) -> ApiCall {
@@ -40,28 +77,29 @@ const fn call(
 }
 
 use Scope::{Cluster, OwnNamespace};
+use Verb::{Create, Get, List, Patch, Update, Watch};
 
 /// What the controller and the leader election use.
 #[rustfmt::skip]
 pub const CONTROLLER: &[ApiCall] = &[
-    call("attache.dev", "externalintegrations", "list", Cluster, "the controller's watch (initial list)"),
-    call("attache.dev", "externalintegrations", "watch", Cluster, "the controller's watch"),
-    call("attache.dev", "externalintegrations/status", "patch", Cluster, "status (merge patch on the status subresource)"),
-    call("", "configmaps", "list", Cluster, "caches of generated ConfigMaps and of the others (CA bundles; names taken)"),
-    call("", "configmaps", "watch", Cluster, "caches of generated ConfigMaps and of the others (CA bundles; names taken)"),
-    call("", "configmaps", "create", Cluster, "server-side apply that creates attache-NAME"),
-    call("", "configmaps", "patch", Cluster, "server-side apply of attache-NAME"),
-    call("", "secrets", "list", Cluster, "caches of generated Secrets and of the others (credentials; names taken)"),
-    call("", "secrets", "watch", Cluster, "caches of generated Secrets and of the others (credentials; names taken)"),
-    call("", "secrets", "create", Cluster, "server-side apply that creates attache-NAME"),
-    call("", "secrets", "patch", Cluster, "server-side apply of attache-NAME"),
-    call("", "pods", "list", Cluster, "metadata-only watch of injected pods (initial list)"),
-    call("", "pods", "watch", Cluster, "metadata-only watch of injected pods"),
-    call("events.k8s.io", "events", "create", Cluster, "Events on Ready transitions"),
-    call("events.k8s.io", "events", "patch", Cluster, "repeated Events (series)"),
-    call("coordination.k8s.io", "leases", "get", OwnNamespace, "leader election"),
-    call("coordination.k8s.io", "leases", "create", OwnNamespace, "leader election (first replica)"),
-    call("coordination.k8s.io", "leases", "update", OwnNamespace, "leader election (acquire, renew, release)"),
+    call("attache.dev", "externalintegrations", List, Cluster, "the controller's watch (initial list)"),
+    call("attache.dev", "externalintegrations", Watch, Cluster, "the controller's watch"),
+    call("attache.dev", "externalintegrations/status", Patch, Cluster, "status (server-side apply on the status subresource)"),
+    call("", "configmaps", List, Cluster, "caches of generated ConfigMaps and of the others (CA bundles; names taken)"),
+    call("", "configmaps", Watch, Cluster, "caches of generated ConfigMaps and of the others (CA bundles; names taken)"),
+    call("", "configmaps", Create, Cluster, "server-side apply that creates attache-NAME"),
+    call("", "configmaps", Patch, Cluster, "server-side apply of attache-NAME"),
+    call("", "secrets", List, Cluster, "caches of generated Secrets and of the others (credentials; names taken)"),
+    call("", "secrets", Watch, Cluster, "caches of generated Secrets and of the others (credentials; names taken)"),
+    call("", "secrets", Create, Cluster, "server-side apply that creates attache-NAME"),
+    call("", "secrets", Patch, Cluster, "server-side apply of attache-NAME"),
+    call("", "pods", List, Cluster, "metadata-only watch of injected pods (initial list)"),
+    call("", "pods", Watch, Cluster, "metadata-only watch of injected pods"),
+    call("events.k8s.io", "events", Create, Cluster, "Events on Ready transitions"),
+    call("events.k8s.io", "events", Patch, Cluster, "repeated Events (series)"),
+    call("coordination.k8s.io", "leases", Get, OwnNamespace, "leader election"),
+    call("coordination.k8s.io", "leases", Create, OwnNamespace, "leader election (first replica)"),
+    call("coordination.k8s.io", "leases", Update, OwnNamespace, "leader election (acquire, renew, release)"),
 ];
 
 /// What the admission webhook uses (`crate::admission`, as of this writing); its owner keeps
@@ -69,19 +107,19 @@ pub const CONTROLLER: &[ApiCall] = &[
 /// list stays complete if either side changes.
 #[rustfmt::skip]
 pub const WEBHOOK: &[ApiCall] = &[
-    call("attache.dev", "externalintegrations", "list", Cluster, "cache of the integrations pods name"),
-    call("attache.dev", "externalintegrations", "watch", Cluster, "cache of the integrations pods name"),
-    call("", "namespaces", "list", Cluster, "cache of the namespace opt-in label (metadata)"),
-    call("", "namespaces", "watch", Cluster, "cache of the namespace opt-in label (metadata)"),
-    call("", "secrets", "get", OwnNamespace, "the self-managed serving certificate"),
-    call("", "secrets", "list", OwnNamespace, "watch of the serving certificate's Secret"),
-    call("", "secrets", "watch", OwnNamespace, "watch of the serving certificate's Secret"),
-    call("", "secrets", "create", OwnNamespace, "the self-managed serving certificate"),
-    call("", "secrets", "update", OwnNamespace, "renewing the serving certificate"),
-    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", Cluster, "read the caBundle"),
-    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", Cluster, "watch of its configuration"),
-    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", Cluster, "watch of its configuration"),
-    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", Cluster, "keep the caBundle current"),
+    call("attache.dev", "externalintegrations", List, Cluster, "cache of the integrations pods name"),
+    call("attache.dev", "externalintegrations", Watch, Cluster, "cache of the integrations pods name"),
+    call("", "namespaces", List, Cluster, "cache of the namespace opt-in label (metadata)"),
+    call("", "namespaces", Watch, Cluster, "cache of the namespace opt-in label (metadata)"),
+    call("", "secrets", Get, OwnNamespace, "the self-managed serving certificate"),
+    call("", "secrets", List, OwnNamespace, "watch of the serving certificate's Secret"),
+    call("", "secrets", Watch, OwnNamespace, "watch of the serving certificate's Secret"),
+    call("", "secrets", Create, OwnNamespace, "the self-managed serving certificate"),
+    call("", "secrets", Update, OwnNamespace, "renewing the serving certificate"),
+    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", Get, Cluster, "read the caBundle"),
+    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", List, Cluster, "watch of its configuration"),
+    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", Watch, Cluster, "watch of its configuration"),
+    call("admissionregistration.k8s.io", "mutatingwebhookconfigurations", Patch, Cluster, "keep the caBundle current"),
 ];
 
 #[cfg(test)]
@@ -137,7 +175,7 @@ mod tests {
                 (
                     c.group.to_string(),
                     c.resource.to_string(),
-                    c.verb.to_string(),
+                    c.verb.as_str().to_string(),
                     match c.scope {
                         Cluster => "cluster",
                         OwnNamespace => "namespace",
@@ -170,10 +208,10 @@ mod tests {
     #[test]
     fn the_controller_never_deletes_or_updates_what_it_generates() {
         for c in CONTROLLER {
-            assert_ne!(c.verb, "delete", "{c:?}");
-            assert_ne!(c.verb, "deletecollection", "{c:?}");
+            assert_ne!(c.verb, Verb::Delete, "{c:?}");
+            assert_ne!(c.verb, Verb::DeleteCollection, "{c:?}");
             if c.resource == "configmaps" || c.resource == "secrets" {
-                assert_ne!(c.verb, "update", "{c:?}: writes are server-side apply");
+                assert_ne!(c.verb, Verb::Update, "{c:?}: writes are server-side apply");
             }
         }
     }

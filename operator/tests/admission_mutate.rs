@@ -450,15 +450,10 @@ fn caches_not_yet_synced_answer_503_so_the_failure_policy_applies() {
 /// integration by them: its reader must see exactly the injected integrations.
 #[test]
 fn the_controller_counts_the_injected_pod_under_its_integrations() {
-    use attache_operator::{admission, controller::pods};
-    assert_eq!(admission::LABEL_INJECTED, pods::INJECTED_LABEL);
-    assert_eq!(
-        admission::ANNOTATION_INJECTED_INTEGRATIONS,
-        pods::INTEGRATIONS_ANNOTATION
-    );
+    use attache_operator::{contract, controller::pods};
     assert_eq!(
         pods::INJECTED_SELECTOR,
-        format!("{}=true", admission::LABEL_INJECTED)
+        format!("{}=true", contract::INJECTED_LABEL)
     );
     let a = admit(
         admission_review(deployment_pod(), "shop", "CREATE"),
@@ -469,5 +464,8 @@ fn the_controller_counts_the_injected_pod_under_its_integrations() {
         pods::integrations_of(&pod.metadata),
         ["openai", "stripe", "twilio"]
     );
-    assert_eq!(pod.metadata.labels.unwrap()[pods::INJECTED_LABEL], "true");
+    assert_eq!(
+        pod.metadata.labels.unwrap()[contract::INJECTED_LABEL],
+        "true"
+    );
 }

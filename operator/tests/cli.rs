@@ -401,6 +401,110 @@ fn render_refuses_invalid_manifests() {
     assert!(!out.exists());
 }
 
+/// One run names every problem of every input, each once: an unreadable file, a manifest's
+/// schema and semantic problems, and the missing Secrets of the valid integrations beside it.
+#[test]
+fn render_names_every_problem_of_the_run_at_once_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    fs::create_dir_all(&secrets).unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\n\
+         metadata: {name: bad, namespace: payments}\n\
+         spec:\n  upstream: {url: \"http://plain.example\"}\n  retry: {maxAtempts: 3}\n",
+    );
+    let good = write(dir.path(), "m.yaml", &format!("{STRIPE}---{BANK}"));
+    let missing = dir.path().join("missing.yaml");
+    let out = dir.path().join("out");
+    let run = operator(&[
+        Path::new("render"),
+        Path::new("-f"),
+        &bad,
+        &good,
+        &missing,
+        Path::new("--secrets-dir"),
+        &secrets,
+        Path::new("--out"),
+        &out,
+    ]);
+    assert_eq!(run.code, Some(1));
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for needle in [
+        "missing.yaml: cannot read",
+        "ExternalIntegration payments/bad: spec.retry.maxAtempts: unknown field",
+        "ExternalIntegration payments/bad: spec.upstream.url: plain http://",
+        "ExternalIntegration payments/stripe: spec.auth.apiKey.secretKeyRef: Secret \"stripe-key\" not found",
+        "ExternalIntegration payments/bank: spec.tls.caBundleRef: ConfigMap \"bank-ca\" not found",
+        "ExternalIntegration payments/bank: spec.tls.clientCertificate: Secret \"bank-mtls\" not found",
+    ] {
+        let n = lines.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(n, 1, "{needle:?} said {n} times:\n{}", run.stderr);
+    }
+    assert_eq!(lines.len(), 7, "{}", run.stderr);
+    assert_eq!(lines.last(), Some(&"nothing written"));
+    assert!(!out.exists());
+}
+
+/// The README's mTLS example with a secrets folder that has the objects but not their keys:
+/// every missing file in one run.
+#[test]
+fn render_of_the_bank_example_names_every_missing_file_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    for object in ["bank-oauth", "bank-ca", "bank-mtls"] {
+        fs::create_dir_all(secrets.join(object)).unwrap();
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bank-mtls.yaml");
+    let out = dir.path().join("out");
+    let run = render_cmd(&example, &secrets, &out, &[]);
+    assert_eq!(run.code, Some(1));
+    for file in [
+        "bank-oauth/client-secret",
+        "bank-ca/ca.crt",
+        "bank-mtls/tls.crt",
+        "bank-mtls/tls.key",
+    ] {
+        let expected = format!("(expected a file {})", secrets.join(file).display());
+        assert_eq!(
+            run.stderr.matches(&expected).count(),
+            1,
+            "{file}:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(run.stderr.lines().count(), 5, "{}", run.stderr);
+    assert!(!out.exists());
+}
+
+/// A document's schema problems (an unknown field) and its semantic ones (CEL rules) are
+/// named in the same run, each once.
+#[test]
+fn validate_names_schema_and_semantic_problems_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\nmetadata: {name: bad}\n\
+         spec:\n  upstream: {url: \"http://plain.example\"}\n\
+         \x20 retry: {maxAtempts: 3, retryOn: [teapot], maxAttempts: 11}\n",
+    );
+    let run = validate(&[&bad]);
+    assert_eq!(run.code, Some(1));
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for field in [
+        "spec.retry.maxAtempts: unknown field",
+        "spec.upstream.url: plain http://",
+        "spec.retry.retryOn[0]: unknown value \"teapot\"",
+        "spec.retry.maxAttempts: ",
+    ] {
+        let n = lines.iter().filter(|l| l.contains(field)).count();
+        assert_eq!(n, 1, "{field:?} said {n} times:\n{}", run.stderr);
+    }
+    assert_eq!(lines.len(), 4, "{}", run.stderr);
+}
+
 #[test]
 fn run_without_a_cluster_fails_and_says_how_it_looked_for_one() {
     let out = Command::new(env!("CARGO_BIN_EXE_attache-operator"))

@@ -58,6 +58,49 @@ spec:
   upstream: {url: "https://api.twilio.com"}
 "#;
 
+/// An invalid integration's problems and every pod's missing integrations in one run; a pod
+/// naming the invalid integration is not also told it is missing.
+#[test]
+fn every_problem_of_the_inputs_is_named_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = write(
+        tmp.path(),
+        "app.yaml",
+        &APP.replace(
+            "attache.dev/integrations: stripe",
+            "attache.dev/integrations: \"stripe,x,paypal\"",
+        ),
+    );
+    let ints = write(
+        tmp.path(),
+        "integrations.yaml",
+        &format!(
+            "{INTEGRATIONS}\n---\napiVersion: attache.dev/v1alpha1\nkind: ExternalIntegration\n\
+             metadata: {{name: x, namespace: shop}}\nspec:\n  upstream: {{url: \"http://insecure.example\"}}\n"
+        ),
+    );
+    let run = operator(&["inject", "-f", &app, "-i", &ints], None);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let about = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        about("ExternalIntegration shop/x: spec.upstream.url"),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(about("CronJob shop/settle"), 1, "{}", run.stderr);
+    let cron = lines
+        .iter()
+        .find(|l| l.contains("CronJob shop/settle"))
+        .unwrap();
+    let named_missing = cron.split("that namespace").next().unwrap_or_default();
+    assert!(named_missing.contains("\"paypal\""), "{cron}");
+    assert!(!named_missing.contains("\"x\""), "{cron}");
+    assert_eq!(lines.last(), Some(&"nothing printed: fix the inputs first"));
+}
+
 const APP: &str = r#"
 apiVersion: apps/v1
 kind: Deployment

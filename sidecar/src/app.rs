@@ -60,14 +60,26 @@ pub enum StartError {
     Load(#[from] crate::config::LoadError),
     #[error("configuration: {0}")]
     Build(#[from] crate::integration::BuildError),
-    #[error("cannot listen on {addr} for {what}: {source}")]
+    #[error("cannot listen on {addr} for {what}: {source}{}", hint(.source, .flag))]
     Bind {
         addr: SocketAddr,
         what: String,
+        /// The flag that moves this listener.
+        flag: &'static str,
         source: std::io::Error,
     },
     #[error("--first-port {first} leaves no room for {count} integrations")]
     Ports { first: u16, count: usize },
+}
+
+/// What to do about a listener that cannot bind: the flag that moves it.
+fn hint(e: &std::io::Error, flag: &str) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!(" (another process listens there: choose another address with {flag})")
+        }
+        _ => format!(" (set by {flag})"),
+    }
 }
 
 impl Sidecar {
@@ -96,11 +108,11 @@ impl Sidecar {
             let addr = SocketAddr::new(opts.listen_ip, port);
             bound.push((
                 name.clone(),
-                bind(addr, &format!("integration {name}")).await?,
+                bind(addr, &format!("integration {name}"), "--first-port").await?,
             ));
         }
-        let proxy_listener = bind(opts.proxy_addr, "the HTTP proxy").await?;
-        let admin_listener = bind(opts.admin_addr, "the admin endpoints").await?;
+        let proxy_listener = bind(opts.proxy_addr, "the HTTP proxy", "--proxy-addr").await?;
+        let admin_listener = bind(opts.admin_addr, "the admin endpoints", "--admin-addr").await?;
 
         // The integration and proxy listeners share what the open-files limit allows, so that
         // the admin listener can always accept.
@@ -225,12 +237,13 @@ impl Sidecar {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+async fn bind(addr: SocketAddr, what: &str, flag: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind {
             addr,
             what: what.to_string(),
+            flag,
             source,
         })
 }

@@ -25,7 +25,8 @@ pub enum Command {
     /// Serve integrations: rendered configs (--config-dir) or manifests (--manifest).
     Run(Box<RunArgs>),
     /// Run the whole data path locally against a flaky mTLS "third party" and report.
-    Demo(DemoArgs),
+    #[cfg(feature = "demo")]
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -60,12 +61,15 @@ pub struct RunArgs {
     /// Port of the first integration's listener (integrations sorted by name).
     #[arg(long, default_value_t = ports::FIRST_INTEGRATION)]
     pub first_port: u16,
-    /// Address of the HTTP proxy listener (absolute-form requests routed by host).
-    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PROXY)))]
+    /// Address of the HTTP proxy listener (absolute-form requests routed by host): IP:PORT or
+    /// HOST:PORT.
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PROXY)), value_parser = parse_listen_addr)]
     pub proxy_addr: SocketAddr,
-    /// Address of the admin listener (/metrics, /healthz, /readyz).
-    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::ADMIN)))]
-    pub admin_addr: SocketAddr,
+    /// Address of the admin listener (/metrics, /healthz, /readyz): IP:PORT or HOST:PORT.
+    /// Default: 127.0.0.1:15090 in local mode (--manifest), 0.0.0.0:15090 with --config-dir
+    /// (in a pod, for the kubelet's probes and Prometheus).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub admin_addr: Option<SocketAddr>,
     /// Runtime worker threads; default: the CPUs the cgroup quota allows.
     #[arg(long)]
     pub worker_threads: Option<usize>,
@@ -83,11 +87,32 @@ pub struct RunArgs {
     pub max_connections: u32,
 }
 
-#[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// Requests the demo app sends.
-    #[arg(long, default_value_t = 320)]
-    pub requests: usize,
+/// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. `localhost` is the IPv4 loopback without asking a
+/// resolver (a minimal image has no /etc/hosts); another host name is resolved once, here, an
+/// IPv4 address preferred (the sidecar's other listeners are IPv4).
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let expected =
+        || format!("{s:?}: expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:15090 or localhost:15090");
+    let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
+    let port: u16 = port.parse().map_err(|_| expected())?;
+    if host.is_empty() {
+        return Err(expected());
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)));
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} resolves to no address"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,12 +137,21 @@ impl RunArgs {
                 secrets_dir: self.secrets_dir.clone(),
             },
         };
+        // Local mode runs on a workstation: its admin endpoints stay on the machine. In a pod
+        // the kubelet's probes and Prometheus come from outside the pod's loopback.
+        let admin_ip = match source {
+            ConfigSource::Local { .. } => std::net::Ipv4Addr::LOCALHOST,
+            ConfigSource::ConfigDir(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let admin_addr = self
+            .admin_addr
+            .unwrap_or_else(|| SocketAddr::from((admin_ip, ports::ADMIN)));
         SidecarOptions {
             source,
             first_port: self.first_port,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             proxy_addr: self.proxy_addr,
-            admin_addr: self.admin_addr,
+            admin_addr,
             limits: ConnectionLimits {
                 header_timeout: self.header_timeout,
                 idle_timeout: self.idle_timeout,
@@ -176,6 +210,58 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_take_a_host_name() {
+        let v4 = |s: &str| parse_listen_addr(s).map(|a| a.to_string());
+        assert_eq!(v4("127.0.0.1:15090").as_deref(), Ok("127.0.0.1:15090"));
+        assert_eq!(v4("[::1]:15090").as_deref(), Ok("[::1]:15090"));
+        assert_eq!(v4("localhost:15090").as_deref(), Ok("127.0.0.1:15090"));
+        assert_eq!(v4("LOCALHOST:0").as_deref(), Ok("127.0.0.1:0"));
+        for bad in [
+            "15090",
+            ":15090",
+            "localhost",
+            "localhost:http",
+            "localhost:70000",
+        ] {
+            let e = parse_listen_addr(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_admin_listener_stays_on_loopback_in_local_mode() {
+        let admin = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            // Irrefutable in a build without the demo.
+            #[allow(irrefutable_let_patterns)]
+            let Command::Run(r) = cli.command
+            else {
+                panic!("not run")
+            };
+            r.options().admin_addr.to_string()
+        };
+        let run = ["attache-sidecar", "run"];
+        assert_eq!(
+            admin(&[&run[..], &["--manifest", "m.yaml"]].concat()),
+            "127.0.0.1:15090"
+        );
+        assert_eq!(
+            admin(&[&run[..], &["--config-dir", "/etc/attache"]].concat()),
+            "0.0.0.0:15090"
+        );
+        assert_eq!(
+            admin(
+                &[
+                    &run[..],
+                    &["--manifest", "m", "--admin-addr", "localhost:9"]
+                ]
+                .concat()
+            ),
+            "127.0.0.1:9"
+        );
+    }
+
+    #[test]
     fn error_report_prints_each_cause_once() {
         #[derive(Debug, thiserror::Error)]
         #[error("reading {path}: {source}")]
@@ -217,7 +303,10 @@ mod tests {
             "5s",
         ])
         .unwrap();
-        let Command::Run(r) = cli.command else {
+        // Irrefutable in a build without the demo.
+        #[allow(irrefutable_let_patterns)]
+        let Command::Run(r) = cli.command
+        else {
             panic!()
         };
         assert_eq!(r.manifest.len(), 2);

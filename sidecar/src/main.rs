@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     attache_sidecar::init_crypto();
     let threads = match &cli.command {
         Command::Run(r) => r.worker_threads.unwrap_or_else(default_worker_threads),
+        #[cfg(feature = "demo")]
         Command::Demo(_) => 2,
     };
     // One thread: a current-thread runtime polls I/O and tasks on the same thread, so a
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(args) => run(*args).await,
+            #[cfg(feature = "demo")]
             Command::Demo(args) => attache_sidecar::demo::run(args).await,
         }
     });
@@ -105,6 +107,7 @@ async fn wait_for_signal() {
 fn init_logging(cli: &Cli) {
     // The demo prints its own report (breaker trips included); its sidecar logs only errors.
     let level = match (&cli.command, cli.log.log_level.as_str()) {
+        #[cfg(feature = "demo")]
         (Command::Demo(_), "info") => "error",
         (_, l) => l,
     };

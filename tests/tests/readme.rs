@@ -140,7 +140,7 @@ async fn local_mode_runs_word_for_word() {
     assert_eq!(shell.len(), 2, "the sidecar's block, then the app's");
     let (server, app) = (shell[0], shell[1]);
     // The README's commands use the default ports: they must be free.
-    for addr in ["127.0.0.1:15001", "127.0.0.1:15080", "0.0.0.0:15090"] {
+    for addr in ["127.0.0.1:15001", "127.0.0.1:15080", "127.0.0.1:15090"] {
         if let Err(e) = TcpListener::bind(addr) {
             panic!("the README's local mode needs {addr}, which is taken: {e}");
         }

@@ -31,7 +31,8 @@
 //!
 //! Written by the webhook on every injected pod (a contract with the controller, which counts
 //! the pods using each integration by them): the label `attache.dev/injected: "true"` and the
-//! annotation `attache.dev/injected-integrations: "a,b"` (sorted names).
+//! annotation `attache.dev/injected-integrations: "a,b"` (sorted names). These, the generated
+//! objects' names and the app's environment variables are defined in [`crate::contract`].
 
 pub mod certs;
 pub mod metrics;
@@ -69,12 +70,6 @@ pub const ANNOTATION_SIDECAR_MEMORY_REQUEST: &str = "attache.dev/sidecar-memory-
 pub const ANNOTATION_SIDECAR_MEMORY_LIMIT: &str = "attache.dev/sidecar-memory-limit";
 pub const ANNOTATION_SIDECAR_RUN_AS_USER: &str = "attache.dev/sidecar-run-as-user";
 
-/// Label on every injected pod, value `"true"` (contract with the controller).
-pub const LABEL_INJECTED: &str = "attache.dev/injected";
-/// Annotation on every injected pod: its integrations, sorted, comma-separated (contract with
-/// the controller).
-pub const ANNOTATION_INJECTED_INTEGRATIONS: &str = "attache.dev/injected-integrations";
-
 /// The injected container's name.
 pub const SIDECAR_CONTAINER: &str = "attache-sidecar";
 /// Where the sidecar reads its integrations: one mounted folder per integration.
@@ -85,17 +80,8 @@ pub const PROXY_PORT: u16 = attache_api::config::ports::PROXY;
 pub const ADMIN_PORT: u16 = attache_api::config::ports::ADMIN;
 /// The admin port's name, for Prometheus and for probes.
 pub const ADMIN_PORT_NAME: &str = "attache-admin";
-pub const PROXY_URL_ENV: &str = "ATTACHE_PROXY_URL";
 /// Integration listeners stop below the proxy port.
 pub const MAX_INTEGRATIONS: usize = (PROXY_PORT - FIRST_PORT) as usize;
 
 /// Namespaces that are never injected, whatever they say.
 pub const KUBE_SYSTEM: &str = "kube-system";
-
-/// `ATTACHE_<NAME>_URL` for an integration (shared with the sidecar's local mode).
-pub use attache_api::config::url_env_name;
-
-/// The name of an integration's ConfigMap and Secret.
-pub fn generated_object_name(integration: &str) -> String {
-    format!("attache-{integration}")
-}

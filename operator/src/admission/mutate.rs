@@ -31,10 +31,11 @@ use super::{
     patch::{tokens, PatchBuilder},
     settings::InjectorSettings,
     sidecar::{no_token_volume, parse_inject_flag, Planned, SidecarSpec, NO_TOKEN_VOLUME},
-    ADMIN_PORT, ANNOTATION_INJECT, ANNOTATION_INJECTED_INTEGRATIONS, ANNOTATION_INTEGRATIONS,
-    FIRST_PORT, KUBE_SYSTEM, LABEL_INJECTED, LABEL_NAMESPACE_INJECT, MAX_INTEGRATIONS,
-    NAMESPACE_INJECT_ENABLED, PROXY_PORT, PROXY_URL_ENV, SIDECAR_CONTAINER,
+    ADMIN_PORT, ANNOTATION_INJECT, ANNOTATION_INTEGRATIONS, FIRST_PORT, KUBE_SYSTEM,
+    LABEL_NAMESPACE_INJECT, MAX_INTEGRATIONS, NAMESPACE_INJECT_ENABLED, PROXY_PORT,
+    SIDECAR_CONTAINER,
 };
+use crate::contract::{INJECTED_INTEGRATIONS_ANNOTATION, INJECTED_LABEL, PROXY_URL_ENV};
 
 /// Annotations that tell Prometheus where the sidecar's metrics are; set only when the pod has
 /// none of them (an app that publishes its own scrape target keeps it).
@@ -193,7 +194,7 @@ pub fn is_injected(pod: &Pod, spec: &PodSpec) -> bool {
         .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(LABEL_INJECTED))
+        .and_then(|l| l.get(INJECTED_LABEL))
         .is_some_and(|v| v == "true");
     labelled
         || all_containers(spec)
@@ -389,10 +390,10 @@ fn build_patch(
     b.put_entries(
         &tokens(&["metadata", "labels"]),
         pod.metadata.labels.is_some(),
-        vec![(LABEL_INJECTED.into(), "true".into())],
+        vec![(INJECTED_LABEL.into(), "true".into())],
     );
     let mut entries = vec![(
-        ANNOTATION_INJECTED_INTEGRATIONS.to_string(),
+        INJECTED_INTEGRATIONS_ANNOTATION.to_string(),
         planned
             .iter()
             .map(|p| p.name.as_str())

@@ -7,12 +7,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    generated_object_name, quantity, settings::InjectorSettings, url_env_name, SidecarResources,
-    ADMIN_PORT, ADMIN_PORT_NAME, ANNOTATION_NATIVE_SIDECAR, ANNOTATION_SIDECAR_CPU_LIMIT,
-    ANNOTATION_SIDECAR_CPU_REQUEST, ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL,
-    ANNOTATION_SIDECAR_MEMORY_LIMIT, ANNOTATION_SIDECAR_MEMORY_REQUEST,
-    ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT, PROXY_PORT, SIDECAR_CONTAINER,
+    quantity, settings::InjectorSettings, SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME,
+    ANNOTATION_NATIVE_SIDECAR, ANNOTATION_SIDECAR_CPU_LIMIT, ANNOTATION_SIDECAR_CPU_REQUEST,
+    ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL, ANNOTATION_SIDECAR_MEMORY_LIMIT,
+    ANNOTATION_SIDECAR_MEMORY_REQUEST, ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT,
+    PROXY_PORT, SIDECAR_CONTAINER,
 };
+use crate::contract::{generated_name, url_env_name};
 
 /// The sidecar's binary, on the image's PATH.
 const SIDECAR_COMMAND: &str = "attache-sidecar";
@@ -83,7 +84,7 @@ impl Planned {
 
     /// The integration's ConfigMap and Secret, projected read-only into one folder.
     pub(crate) fn volume(&self) -> Value {
-        let object = generated_object_name(&self.name);
+        let object = generated_name(&self.name);
         json!({
             "name": self.volume_name,
             "projected": {
@@ -100,7 +101,7 @@ impl Planned {
 /// `attache-NAME` when that is a valid volume name (a DNS label); integration names are DNS
 /// subdomains, so a long or dotted one gets a readable prefix and a hash instead.
 fn volume_name(integration: &str) -> String {
-    let plain = generated_object_name(integration);
+    let plain = generated_name(integration);
     if plain.len() <= MAX_VOLUME_NAME && !plain.contains('.') {
         return plain;
     }

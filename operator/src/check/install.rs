@@ -28,7 +28,7 @@ use crate::{
     admission::settings::native_sidecars_supported,
     controller::status::ready_condition,
     crd,
-    rbac::{self, ApiCall, Scope},
+    rbac::{self, ApiCall, Scope, Verb},
 };
 
 /// How the CRD line starts when there is no CRD (the integrations are then not listed).
@@ -181,7 +181,8 @@ fn attributes(c: &ApiCall, inst: &Installation) -> ResourceAttributes {
         Some((r, s)) => (r, Some(s.to_string())),
         None => (c.resource, None),
     };
-    let by_name = matches!(c.verb, "get" | "update" | "patch") && c.scope == Scope::OwnNamespace;
+    let by_name =
+        matches!(c.verb, Verb::Get | Verb::Update | Verb::Patch) && c.scope == Scope::OwnNamespace;
     let name = match resource {
         "leases" if by_name => Some(inst.lease.clone()),
         "secrets" if by_name => Some(inst.webhook_secret.clone()),

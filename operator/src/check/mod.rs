@@ -18,8 +18,6 @@ use kube::{Api, Client};
 
 pub use report::{Line, Report, Verdict};
 
-use crate::cli::{Error, Status, Streams};
-
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The namespace the chart was installed in.
@@ -50,23 +48,8 @@ pub struct Installation {
     pub webhook_secret: String,
 }
 
-/// Runs every check and prints the report.
-pub fn execute(args: &CheckArgs, io: Streams<'_>) -> Result<Status, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(crate::run::RunError::Runtime)?;
-    let report = runtime.block_on(run(args));
-    report.print(io.stdout)?;
-    Ok(if report.failed() == 0 {
-        Status::Success
-    } else {
-        Status::Failure
-    })
-}
-
-async fn run(args: &CheckArgs) -> Report {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// Runs every check against the current kubeconfig's cluster.
+pub async fn run(args: &CheckArgs) -> Report {
     let timeout = Duration::from_secs(args.timeout);
     let mut report = Report::default();
     let client = match Client::try_default().await {

@@ -12,7 +12,10 @@ use std::{
 use attache_api::{fs::DirSecretSource, RenderOptions};
 use clap::{Args, Parser, Subcommand};
 
+pub mod inject;
+
 use crate::{
+    check::{self, CheckArgs},
     crd::{self, CrdError},
     manifests::{self, Inputs},
     render::{self, write::WriteError},
@@ -64,7 +67,7 @@ pub enum Command {
     /// (attache.dev/inject: "false"), with the -i integrations of its namespace (or those its
     /// attache.dev/integrations annotation names). Fails, printing nothing, naming each
     /// missing integration.
-    Inject(crate::inject::cli::InjectArgs),
+    Inject(inject::InjectArgs),
     /// Check the installation in the current kubeconfig's cluster, one line per question.
     ///
     /// The CRD (installed, same as this version's), the RBAC the operator's ServiceAccount
@@ -72,7 +75,7 @@ pub enum Command {
     /// configuration and its caBundle, the serving certificate (dates, names, signer), whether
     /// the API server reaches the webhook (a dry-run pod), native sidecar support and every
     /// ExternalIntegration's readiness. Exits 1 if any check fails.
-    Check(crate::check::CheckArgs),
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,8 +114,6 @@ pub enum Status {
     Success,
     /// Exit 1: the inputs are invalid or could not be rendered; the reasons were printed.
     Failure,
-    /// Exit 2: the command exists but does not work yet.
-    NotImplemented,
 }
 
 /// What stops a command other than bad inputs.
@@ -144,13 +145,13 @@ impl From<Status> for ExitCode {
         match s {
             Status::Success => ExitCode::SUCCESS,
             Status::Failure => ExitCode::from(1),
-            Status::NotImplemented => ExitCode::from(2),
         }
     }
 }
 
 /// Runs one command.
 pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
+    crate::init_crypto();
     match cli.command {
         Command::Run(args) => {
             crate::run::execute(*args)?;
@@ -162,9 +163,24 @@ pub fn execute(cli: Cli, io: Streams<'_>) -> Result<Status, Error> {
         }
         Command::Validate(args) => validate_cmd(&args, io),
         Command::Render(args) => render_cmd(&args, io),
-        Command::Inject(args) => Ok(crate::inject::cli::execute(&args, io)?),
-        Command::Check(args) => crate::check::execute(&args, io),
+        Command::Inject(args) => Ok(inject::execute(&args, io)?),
+        Command::Check(args) => check_cmd(&args, io),
     }
+}
+
+/// Runs every check and prints the report.
+fn check_cmd(args: &CheckArgs, io: Streams<'_>) -> Result<Status, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::run::RunError::Runtime)?;
+    let report = runtime.block_on(check::run(args));
+    report.print(io.stdout)?;
+    Ok(if report.failed() == 0 {
+        Status::Success
+    } else {
+        Status::Failure
+    })
 }
 
 fn validate_cmd(args: &ValidateArgs, io: Streams<'_>) -> Result<Status, Error> {
@@ -208,20 +224,25 @@ fn render_cmd(args: &RenderArgs, io: Streams<'_>) -> Result<Status, Error> {
     for p in &problems {
         writeln!(io.stderr, "{p}")?;
     }
-    if !inputs_ok || !problems.is_empty() {
-        writeln!(io.stderr, "nothing written: fix the manifests first")?;
-        return Ok(Status::Failure);
-    }
+    // The valid integrations are rendered even when others are not, so that one run names
+    // their missing Secrets too.
     let source = DirSecretSource::new(&args.secrets_dir);
     let opts = RenderOptions {
         pods_sharing: args.pods,
     };
-    let outputs = match render::render_all(&report, &source, opts) {
-        Ok(outputs) => outputs,
-        Err(failures) => {
-            for f in &failures {
-                writeln!(io.stderr, "{f}")?;
-            }
+    let rendered = render::render_all(&report, &source, opts);
+    if let Err(failures) = &rendered {
+        for f in failures {
+            writeln!(io.stderr, "{f}")?;
+        }
+    }
+    let outputs = match rendered {
+        Ok(outputs) if inputs_ok && problems.is_empty() => outputs,
+        Ok(_) => {
+            writeln!(io.stderr, "nothing written: fix the manifests first")?;
+            return Ok(Status::Failure);
+        }
+        Err(_) => {
             writeln!(io.stderr, "nothing written")?;
             return Ok(Status::Failure);
         }

@@ -15,16 +15,8 @@ use k8s_openapi::{
 use kube::Resource;
 
 use super::Error;
+use crate::contract::{self, INTEGRATION_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 
-/// The field manager of every write the controller makes.
-pub const FIELD_MANAGER: &str = "attache-operator";
-/// Label on everything the operator generates; its watches select on it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "attache-operator";
-/// Label naming the integration an object was generated for.
-pub const INTEGRATION_LABEL: &str = "attache.dev/integration";
-/// The generated objects' names: `attache-NAME`.
-pub const NAME_PREFIX: &str = "attache-";
 /// Longest name of a ConfigMap or Secret (a DNS subdomain).
 pub const MAX_NAME_LEN: usize = 253;
 
@@ -49,7 +41,7 @@ pub enum Ownership {
 
 /// `attache-NAME`, if it is a valid object name.
 pub fn generated_name(integration: &str) -> Result<String, Error> {
-    let name = format!("{NAME_PREFIX}{integration}");
+    let name = contract::generated_name(integration);
     if name.len() > MAX_NAME_LEN {
         return Err(Error::NameTooLong {
             name,

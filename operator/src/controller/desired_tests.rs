@@ -92,7 +92,7 @@ fn desired_is_deterministic() {
 #[test]
 fn names_must_fit() {
     assert_eq!(generated_name("a").unwrap(), "attache-a");
-    let long = "a".repeat(MAX_NAME_LEN - NAME_PREFIX.len());
+    let long = "a".repeat(MAX_NAME_LEN - contract::GENERATED_NAME_PREFIX.len());
     assert!(generated_name(&long).is_ok());
     let err = generated_name(&format!("{long}b")).unwrap_err();
     assert_eq!(err.reason(), Some("InvalidName"));

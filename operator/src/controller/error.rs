@@ -30,11 +30,31 @@ pub enum Error {
     /// A call to the API server failed.
     #[error("{verb} {what}: {source}")]
     Api {
-        verb: &'static str,
+        verb: ApiVerb,
         what: String,
         #[source]
         source: kube::Error,
     },
+}
+
+/// The writes a reconciliation makes, for [`Error::Api`]'s message and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVerb {
+    /// Server-side apply of a generated object.
+    Apply,
+    /// Server-side apply of an integration's status subresource.
+    ApplyStatus,
+}
+
+// === impl ApiVerb ===
+
+impl std::fmt::Display for ApiVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApiVerb::Apply => "apply",
+            ApiVerb::ApplyStatus => "apply status of",
+        })
+    }
 }
 
 // === impl Error ===
@@ -61,10 +81,9 @@ impl Error {
             Error::NameTooLong { .. } => "name_too_long",
             Error::NameTaken { .. } => "name_taken",
             Error::MissingMetadata(_) => "missing_metadata",
-            Error::Api { verb, .. } => match *verb {
-                "apply" => "api_apply",
-                "patch status of" => "api_status",
-                _ => "api",
+            Error::Api { verb, .. } => match verb {
+                ApiVerb::Apply => "api_apply",
+                ApiVerb::ApplyStatus => "api_status",
             },
         }
     }
@@ -109,12 +128,23 @@ mod tests {
     #[test]
     fn api_errors_are_transient() {
         let e = Error::Api {
-            verb: "apply",
+            verb: ApiVerb::Apply,
             what: "ConfigMap payments/attache-stripe".into(),
             source: kube::Error::LinesCodecMaxLineLengthExceeded,
         };
         assert_eq!(e.metric_label(), "api_apply");
         assert_eq!(e.reason(), None);
         assert!(!e.waits_for_user());
+        let e = Error::Api {
+            verb: ApiVerb::ApplyStatus,
+            what: "ExternalIntegration payments/stripe".into(),
+            source: kube::Error::LinesCodecMaxLineLengthExceeded,
+        };
+        assert_eq!(e.metric_label(), "api_status");
+        assert!(
+            e.to_string()
+                .starts_with("apply status of ExternalIntegration payments/stripe: "),
+            "{e}"
+        );
     }
 }

@@ -42,7 +42,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::metrics::ControllerMetrics;
+use crate::{contract, metrics::ControllerMetrics};
 
 pub mod desired;
 mod error;
@@ -54,12 +54,13 @@ pub mod status;
 #[cfg(test)]
 mod fixtures;
 
-pub use error::Error;
+pub use error::{ApiVerb, Error};
 
 use pods::{DampingSettings, PodTracker};
 use secret_source::RefKind;
 
-/// Label selector of the generated objects.
+/// Label selector of the generated objects: [`contract::MANAGED_BY_LABEL`] is
+/// [`contract::MANAGED_BY`].
 pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=attache-operator";
 /// Label selector of everything else (the objects integrations may reference).
 pub const NOT_OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by!=attache-operator";
@@ -100,7 +101,7 @@ impl Default for Settings {
             retry_user_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(5 * 60),
             damping: DampingSettings::default(),
-            instance: desired::MANAGED_BY.into(),
+            instance: contract::MANAGED_BY.into(),
         }
     }
 }
@@ -213,7 +214,7 @@ pub async fn run(
         .run(pods::watch_injected_pods(client.clone()), pod_triggers);
 
     let reporter = Reporter {
-        controller: desired::MANAGED_BY.into(),
+        controller: contract::MANAGED_BY.into(),
         instance: Some(settings.instance.clone()),
     };
     let config = controller::Config::default()
@@ -329,6 +330,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selectors_are_made_of_the_contract_label() {
+        let (label, value) = (contract::MANAGED_BY_LABEL, contract::MANAGED_BY);
+        assert_eq!(OWNED_SELECTOR, format!("{label}={value}"));
+        assert_eq!(NOT_OWNED_SELECTOR, format!("{label}!={value}"));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -54,12 +54,10 @@ use tokio::{
     time::Instant,
 };
 
-/// Label the webhook puts on every pod it injects.
-pub const INJECTED_LABEL: &str = crate::admission::LABEL_INJECTED;
-/// The watch's label selector.
+use crate::contract::INJECTED_INTEGRATIONS_ANNOTATION;
+
+/// The watch's label selector: [`crate::contract::INJECTED_LABEL`] is `true`.
 pub const INJECTED_SELECTOR: &str = "attache.dev/injected=true";
-/// Annotation listing the integrations an injected pod uses, comma-separated.
-pub const INTEGRATIONS_ANNOTATION: &str = crate::admission::ANNOTATION_INJECTED_INTEGRATIONS;
 
 /// An integration, by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,7 +99,7 @@ pub fn integrations_of(meta: &ObjectMeta) -> Vec<String> {
     let Some(list) = meta
         .annotations
         .as_ref()
-        .and_then(|a| a.get(INTEGRATIONS_ANNOTATION))
+        .and_then(|a| a.get(INJECTED_INTEGRATIONS_ANNOTATION))
     else {
         return Vec::new();
     };

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use super::*;
+use crate::contract::INJECTED_LABEL;
 
 fn pod(ns: &str, name: &str, uses: &str) -> PartialObjectMeta<Pod> {
     PartialObjectMeta {
@@ -12,7 +13,7 @@ fn pod(ns: &str, name: &str, uses: &str) -> PartialObjectMeta<Pod> {
             namespace: Some(ns.into()),
             labels: Some(BTreeMap::from([(INJECTED_LABEL.into(), "true".into())])),
             annotations: Some(BTreeMap::from([(
-                INTEGRATIONS_ANNOTATION.into(),
+                INJECTED_INTEGRATIONS_ANNOTATION.into(),
                 uses.into(),
             )])),
             ..Default::default()
@@ -281,4 +282,9 @@ async fn tracker_sends_damped_triggers() {
             divisor: 1
         }
     );
+}
+
+#[test]
+fn the_selector_is_the_injected_label() {
+    assert_eq!(INJECTED_SELECTOR, format!("{INJECTED_LABEL}=true"));
 }

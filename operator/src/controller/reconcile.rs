@@ -4,8 +4,8 @@
 //! 2. Server-side apply the generated Secret, then the ConfigMap (so a config never names
 //!    secret files that are not there yet), skipping objects already up to date. Nothing is
 //!    written when rendering fails: the pods keep their last good configuration.
-//! 3. Patch the status subresource when the status changed; publish an Event when `Ready`
-//!    changed.
+//! 3. Server-side apply the status subresource (same field manager) when the status changed;
+//!    publish an Event when `Ready` changed.
 
 use std::{fmt::Debug, sync::Arc, time::Instant};
 
@@ -23,11 +23,12 @@ use kube::{
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    desired::{self, Ownership, FIELD_MANAGER},
+    desired::{self, Ownership},
     secret_source::Snapshot,
     status::{self, Observed, Outcome},
-    Context, Error,
+    ApiVerb, Context, Error,
 };
+use crate::contract::{self, FIELD_MANAGER};
 
 /// The reconciler handed to the kube-runtime `Controller`.
 pub async fn reconcile(xint: Arc<ExternalIntegration>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -71,7 +72,7 @@ async fn reconcile_one(xint: &ExternalIntegration, ctx: &Context) -> Result<Acti
         },
         Err(e) => Outcome::Failed(e),
     };
-    let generated_name = format!("{}{name}", desired::NAME_PREFIX);
+    let generated_name = contract::generated_name(name);
     let observed = Observed {
         generation: xint.metadata.generation,
         pods: share.pods,
@@ -84,12 +85,12 @@ async fn reconcile_one(xint: &ExternalIntegration, ctx: &Context) -> Result<Acti
         let api: Api<ExternalIntegration> = Api::namespaced(ctx.client.clone(), namespace);
         api.patch_status(
             name,
-            &PatchParams::default(),
-            &Patch::Merge(status::merge_patch(&next)),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(status::apply_patch(namespace, name, &next)),
         )
         .await
         .map_err(|source| Error::Api {
-            verb: "patch status of",
+            verb: ApiVerb::ApplyStatus,
             what: format!("ExternalIntegration {namespace}/{name}"),
             source,
         })?;
@@ -214,7 +215,7 @@ where
         )
         .await
         .map_err(|source| Error::Api {
-            verb: "apply",
+            verb: ApiVerb::Apply,
             what: format!("{kind} {namespace}/{name}"),
             source,
         })?;

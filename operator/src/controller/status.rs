@@ -6,8 +6,9 @@
 //! message naming the field, object and key. When rendering fails the generated objects keep
 //! their last good content, so `clientCertificateNotAfter` keeps describing what the pods use.
 
-use attache_api::{spec::Condition, ExternalIntegrationStatus};
+use attache_api::{spec::Condition, ExternalIntegration, ExternalIntegrationStatus};
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use serde_json::{json, Value};
 
 use super::Error;
@@ -126,16 +127,16 @@ pub fn transition(
     })
 }
 
-/// The body of a JSON merge patch on the status subresource that makes it `status`: fields
-/// that are unset are sent as `null` so that the patch removes them.
-pub fn merge_patch(status: &ExternalIntegrationStatus) -> Value {
+/// The body of a server-side apply on the status subresource of integration
+/// `namespace/name` that makes its status `status`. Under the operator's field manager, a field
+/// it applied before and leaves out now (`clientCertificateNotAfter` once the certificate is
+/// gone) is removed by the API server.
+pub fn apply_patch(namespace: &str, name: &str, status: &ExternalIntegrationStatus) -> Value {
     json!({
-        "status": {
-            "observedGeneration": status.observed_generation,
-            "conditions": status.conditions,
-            "pods": status.pods,
-            "clientCertificateNotAfter": status.client_certificate_not_after,
-        }
+        "apiVersion": ExternalIntegration::api_version(&()),
+        "kind": ExternalIntegration::kind(&()),
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
     })
 }
 

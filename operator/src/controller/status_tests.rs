@@ -151,7 +151,7 @@ fn other_conditions_are_kept() {
 }
 
 #[test]
-fn merge_patch_clears_what_is_gone() {
+fn apply_patch_leaves_out_what_is_gone() {
     let s = next_status(
         None,
         Outcome::Applied {
@@ -159,9 +159,14 @@ fn merge_patch_clears_what_is_gone() {
         },
         &observed(T0),
     );
-    let patch = merge_patch(&s);
-    assert_eq!(patch["status"]["clientCertificateNotAfter"], Value::Null);
-    assert!(patch["status"]
+    let patch = apply_patch("payments", "stripe", &s);
+    assert_eq!(patch["apiVersion"], "attache.dev/v1alpha1");
+    assert_eq!(patch["kind"], "ExternalIntegration");
+    assert_eq!(patch["metadata"]["name"], "stripe");
+    assert_eq!(patch["metadata"]["namespace"], "payments");
+    assert!(patch.get("spec").is_none(), "only the status is applied");
+    // Left out, so that the API server removes what the operator applied before.
+    assert!(!patch["status"]
         .as_object()
         .unwrap()
         .contains_key("clientCertificateNotAfter"));

@@ -1,4 +1,5 @@
-//! `attache-operator inject`: the webhook's mutation applied offline, to manifests.
+//! `attache-operator inject`: the webhook's mutation applied offline, to manifests (its
+//! command line is [`crate::cli::inject`]).
 //!
 //! Pods and the pod templates of workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet,
 //! ReplicationController, Job, CronJob; also inside a `List`) are mutated exactly as the
@@ -7,8 +8,6 @@
 //! is injected unless it opts out with `attache.dev/inject: "false"`. Its integrations are
 //! those of the `-i` files in the workload's namespace (a document or integration without a
 //! namespace matches any).
-
-pub mod cli;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -114,8 +114,6 @@ impl Components {
 /// Runs `attache-operator run` to completion: logging, runtime, [`run`] until a signal.
 pub fn execute(args: RunArgs) -> Result<(), RunError> {
     init_logging(args.log_format)?;
-    // kube's TLS uses rustls' process-wide provider, chosen before the client is built.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,8 +130,6 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    // kube's TLS uses rustls' process-wide provider; ring is the only one built in.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Metrics::new();
     let readiness = Readiness::default();
     let (stop_tx, stop) = watch::channel(false);

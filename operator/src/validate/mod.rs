@@ -7,7 +7,8 @@
 //!    lengths, patterns, enums), read from the generated CRD itself;
 //! 3. [`attache_api::validate_spec`]: the semantic rules that the CRD states as CEL.
 //!
-//! Layer 3 runs only when 1 and 2 pass, because a spec of the wrong shape cannot be read.
+//! Layer 3 runs when the spec can be read (an unknown field does not stop it, a wrong type
+//! does); a field an earlier layer refused is not named again.
 
 pub mod metadata;
 pub mod schema;
@@ -176,24 +177,42 @@ pub fn check_document(value: &Value) -> Result<ExternalIntegration, Vec<FieldErr
         }
     }
     errs.extend(schema::check(crd::openapi_schema(), "", &mut value));
-    if !errs.is_empty() {
-        return Err(errs);
-    }
     if let Some(map) = value.as_object_mut() {
         map.extend(header);
     }
-    let xint: ExternalIntegration = serde_json::from_value(value).map_err(|e| {
-        vec![FieldError {
-            field: "spec".into(),
-            message: format!("cannot be read: {e}"),
-        }]
-    })?;
-    let errs = validate_spec(&xint.spec);
+    let xint = match serde_json::from_value::<ExternalIntegration>(value) {
+        Ok(xint) => xint,
+        // A spec of the wrong shape cannot be read: the shape's problems say why.
+        Err(_) if !errs.is_empty() => return Err(errs),
+        Err(e) => {
+            return Err(vec![FieldError {
+                field: "spec".into(),
+                message: format!("cannot be read: {e}"),
+            }])
+        }
+    };
+    // The semantic rules too, so that one run names everything to fix; a field the schema
+    // already refused is named once.
+    let semantic: Vec<FieldError> = validate_spec(&xint.spec)
+        .into_iter()
+        .filter(|e| !errs.iter().any(|s| same_or_inside(&e.field, &s.field)))
+        .collect();
+    errs.extend(semantic);
     if errs.is_empty() {
         Ok(xint)
     } else {
         Err(errs)
     }
+}
+
+/// Whether `field` is `other` or a field inside it (`spec.retry.retryOn[0]` is inside
+/// `spec.retry`), or the reverse.
+fn same_or_inside(field: &str, other: &str) -> bool {
+    let inside = |a: &str, b: &str| {
+        a.strip_prefix(b)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    };
+    inside(field, other) || inside(other, field)
 }
 
 #[cfg(test)]

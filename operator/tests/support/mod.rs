@@ -255,7 +255,7 @@ pub fn assert_within_rbac(fake: &FakeApi, client: &str) {
             assert!(
                 attache_operator::rbac::CONTROLLER
                     .iter()
-                    .any(|c| c.group == group && c.resource == resource && c.verb == verb),
+                    .any(|c| c.group == group && c.resource == resource && c.verb.as_str() == verb),
                 "{} {}: needs {verb} on {group}/{resource}, which rbac::CONTROLLER does not list",
                 r.method,
                 r.path

@@ -20,6 +20,8 @@ pub(super) fn load(dir: &Path) -> Result<Vec<LoadedIntegration>, LoadError> {
         source,
     })?;
     let mut out = Vec::new();
+    // Every integration is read, so that one run names the problems of all of them.
+    let mut errors = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| LoadError::Io {
             path: dir.to_path_buf(),
@@ -30,9 +32,15 @@ pub(super) fn load(dir: &Path) -> Result<Vec<LoadedIntegration>, LoadError> {
         if name.starts_with('.') || !path.is_dir() {
             continue;
         }
-        out.push(load_one(&path)?);
+        match load_one(&path) {
+            Ok(loaded) => out.push(loaded),
+            Err(e) => errors.push(e),
+        }
     }
-    Ok(out)
+    match LoadError::all(errors) {
+        None => Ok(out),
+        Some(e) => Err(e),
+    }
 }
 
 fn load_one(dir: &Path) -> Result<LoadedIntegration, LoadError> {

@@ -3,54 +3,80 @@
 
 use std::path::{Path, PathBuf};
 
-use attache_api::{fs::DirSecretSource, manifest::parse_integrations, render, RenderOptions};
+use attache_api::{fs::DirSecretSource, manifest::read_integrations, render, RenderOptions};
 
 use super::{read, LoadError, LoadedIntegration};
 
+/// Every manifest is read and every integration rendered, so that one run names the problems
+/// of all of them.
 pub(super) fn load(
     manifests: &[PathBuf],
     secrets_dir: Option<&Path>,
 ) -> Result<Vec<LoadedIntegration>, LoadError> {
     let source = secrets_dir.map_or_else(DirSecretSource::without_dir, DirSecretSource::new);
     let mut out = Vec::new();
-    for path in &manifest_files(manifests)? {
-        let text = String::from_utf8(read(path)?).map_err(|_| LoadError::Invalid {
-            path: path.clone(),
-            message: "not UTF-8 text".into(),
-        })?;
+    let mut errors = Vec::new();
+    let files = manifest_files(manifests, &mut errors);
+    for path in &files {
+        let text = match read(path).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| LoadError::Invalid {
+                path: path.clone(),
+                message: "not UTF-8 text".into(),
+            })
+        }) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         let source_name = path.display().to_string();
-        for xint in parse_integrations(&source_name, &text)? {
+        let (integrations, problems) = read_integrations(&source_name, &text);
+        errors.extend(problems.into_iter().map(LoadError::Manifest));
+        for xint in integrations {
             // Local mode serves one pod: a shared rate limit's share is the whole limit.
-            let rendered = render(&xint, &source, RenderOptions::default()).map_err(|error| {
-                LoadError::Render {
-                    name: xint.metadata.name.clone().unwrap_or_default(),
-                    source_name: source_name.clone(),
-                    error: Box::new(error),
+            match render(&xint, &source, RenderOptions::default()) {
+                Ok(rendered) => out.push(LoadedIntegration {
+                    config: rendered.config,
+                    files: rendered.files,
+                    client_certificate_not_after: rendered.client_certificate_not_after,
+                }),
+                Err(error) => {
+                    errors.extend(error.problems().into_iter().map(|p| LoadError::Render {
+                        name: xint.metadata.name.clone().unwrap_or_default(),
+                        source_name: source_name.clone(),
+                        error: Box::new(p.clone()),
+                    }))
                 }
-            })?;
-            out.push(LoadedIntegration {
-                config: rendered.config,
-                files: rendered.files,
-                client_certificate_not_after: rendered.client_certificate_not_after,
-            });
+            }
         }
     }
-    Ok(out)
+    match LoadError::all(errors) {
+        None => Ok(out),
+        Some(e) => Err(e),
+    }
 }
 
 /// The manifest files named: a directory stands for every `*.yaml` and `*.yml` file in it
-/// (not its subdirectories, not hidden files), in name order.
-fn manifest_files(named: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+/// (not its subdirectories, not hidden files), in name order. A directory that cannot be read
+/// goes to `errors`.
+fn manifest_files(named: &[PathBuf], errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in named {
         if !path.is_dir() {
             files.push(path.clone());
             continue;
         }
-        let entries = std::fs::read_dir(path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(source) => {
+                errors.push(LoadError::Io {
+                    path: path.clone(),
+                    source,
+                });
+                continue;
+            }
+        };
         let mut found: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -67,5 +93,5 @@ fn manifest_files(named: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
         found.sort();
         files.extend(found);
     }
-    Ok(files)
+    files
 }

@@ -47,6 +47,28 @@ pub enum LoadError {
     Duplicate(String),
     #[error("no integrations found in {0}")]
     Empty(String),
+    /// Several of the above, each once, one line each.
+    #[error("{} problems:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<LoadError>),
+}
+
+// === impl LoadError ===
+
+impl LoadError {
+    /// One error for `errors`: none, the only one, or [`LoadError::Several`], each once.
+    pub(crate) fn all(errors: Vec<LoadError>) -> Option<LoadError> {
+        let mut unique: Vec<LoadError> = Vec::with_capacity(errors.len());
+        for e in errors {
+            if !unique.iter().any(|u| u.to_string() == e.to_string()) {
+                unique.push(e);
+            }
+        }
+        match unique.len() {
+            0 => None,
+            1 => unique.pop(),
+            _ => Some(LoadError::Several(unique)),
+        }
+    }
 }
 
 /// What `attache-sidecar run` serves.

@@ -22,10 +22,17 @@ use prometheus_client::encoding::text::encode;
 
 use crate::{
     app::{Sidecar, SidecarOptions},
-    cli::DemoArgs,
     config::ConfigSource,
     resilience::breaker::CircuitState,
 };
+
+/// `attache-sidecar demo`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Requests the demo app sends.
+    #[arg(long, default_value_t = 320)]
+    pub requests: usize,
+}
 
 /// The manifest the demo serves, shipped in examples/ so users can read it.
 const DEMO_MANIFEST: &str = include_str!("../../../examples/demo.yaml");

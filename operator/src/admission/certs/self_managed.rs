@@ -31,6 +31,7 @@ use super::{
     ca_bundle_patch, issue, renewal, service_dns_names, CertError, CertPolicy, CertResolver,
     DueReason, Renewal, TlsMaterial,
 };
+use crate::contract;
 
 const FIELD_MANAGER: &str = "attache-operator-webhook-certs";
 /// Re-check at least this often, whatever the watches say.
@@ -201,7 +202,7 @@ impl SelfManaged {
                         namespace: Some(self.namespace.clone()),
                         labels: Some(
                             [
-                                ("app.kubernetes.io/managed-by", "attache-operator"),
+                                (contract::MANAGED_BY_LABEL, contract::MANAGED_BY),
                                 ("app.kubernetes.io/component", "webhook"),
                             ]
                             .into_iter()

@@ -5,13 +5,13 @@ use std::{io, path::PathBuf, time::Duration};
 use clap::Args;
 use k8s_openapi::apimachinery::pkg::version::Info;
 
-use super::{inject, to_yaml, KnownIntegration};
+use super::{InputArgs, Status, Streams};
 use crate::{
     admission::{
         settings::{native_sidecars_supported, DEFAULT_IMAGE},
         InjectorSettings,
     },
-    cli::{InputArgs, Status, Streams},
+    inject::{inject, to_yaml, KnownIntegration},
     manifests, validate,
 };
 
@@ -107,7 +107,6 @@ fn server_version() -> Result<Info, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("--kubernetes-version auto: no usable kubeconfig: {e}"))?;
@@ -122,7 +121,7 @@ fn server_version() -> Result<Info, String> {
 }
 
 /// Prints the mutated documents on stdout and one line per pod on stderr; on failure prints
-/// only the reasons.
+/// only the reasons, all of them.
 pub fn execute(args: &InjectArgs, io: Streams<'_>) -> io::Result<Status> {
     let docs = manifests::read_inputs(&args.input.files, io.stdin);
     let int_inputs = manifests::read_inputs(&args.integrations, io.stdin);
@@ -136,22 +135,29 @@ pub fn execute(args: &InjectArgs, io: Streams<'_>) -> io::Result<Status> {
         writeln!(io.stderr, "{p}")?;
         ok = false;
     }
+    // Every integration the -i inputs define, valid or not: a pod naming an invalid one is not
+    // told as well that it is missing (the integration's own problems were printed).
     let known: Vec<KnownIntegration> = report
-        .integrations()
-        .map(|(_, i)| KnownIntegration {
-            namespace: i.metadata.namespace.clone(),
-            name: i.metadata.name.clone().unwrap_or_default(),
+        .checked
+        .iter()
+        .filter(|c| c.resource.kind.as_deref() == Some(validate::KIND))
+        .filter_map(|c| {
+            Some(KnownIntegration {
+                namespace: c.resource.namespace.clone(),
+                name: c.resource.name.clone()?,
+            })
         })
         .collect();
-    if ok && known.is_empty() {
+    if !int_inputs.errors.is_empty() {
+        // Which integrations exist is unknown: every pod would be told its are missing.
+        return Ok(Status::Failure);
+    }
+    if known.is_empty() {
         writeln!(
             io.stderr,
             "no ExternalIntegration ({}) in the -i inputs",
             validate::API_VERSION
         )?;
-        ok = false;
-    }
-    if !ok {
         return Ok(Status::Failure);
     }
     let (native, version) = match native_sidecars(args) {
@@ -166,35 +172,38 @@ pub fn execute(args: &InjectArgs, io: Streams<'_>) -> io::Result<Status> {
         native_sidecars: native,
         ..InjectorSettings::default()
     };
-    match inject(&docs, &known, &settings) {
-        Ok(out) => {
-            let yaml = match to_yaml(&out.documents) {
-                Ok(y) => y,
-                Err(e) => {
-                    writeln!(io.stderr, "cannot write YAML: {e}")?;
-                    return Ok(Status::Failure);
-                }
-            };
-            io.stdout.write_all(yaml.as_bytes())?;
-            let form = if native {
-                "native sidecar"
-            } else {
-                "regular container placed first (no native sidecars before 1.29)"
-            };
-            writeln!(io.stderr, "for {version}: the sidecar is a {form}")?;
-            for n in &out.notes {
-                writeln!(io.stderr, "{n}")?;
-            }
-            Ok(Status::Success)
+    let out = match inject(&docs, &known, &settings) {
+        Ok(out) if ok => out,
+        Ok(_) => {
+            writeln!(io.stderr, "nothing printed: fix the inputs first")?;
+            return Ok(Status::Failure);
         }
         Err(errors) => {
             for e in &errors {
                 writeln!(io.stderr, "{e}")?;
             }
             writeln!(io.stderr, "nothing printed: fix the inputs first")?;
-            Ok(Status::Failure)
+            return Ok(Status::Failure);
         }
+    };
+    let yaml = match to_yaml(&out.documents) {
+        Ok(y) => y,
+        Err(e) => {
+            writeln!(io.stderr, "cannot write YAML: {e}")?;
+            return Ok(Status::Failure);
+        }
+    };
+    io.stdout.write_all(yaml.as_bytes())?;
+    let form = if native {
+        "native sidecar"
+    } else {
+        "regular container placed first (no native sidecars before 1.29)"
+    };
+    writeln!(io.stderr, "for {version}: the sidecar is a {form}")?;
+    for n in &out.notes {
+        writeln!(io.stderr, "{n}")?;
     }
+    Ok(Status::Success)
 }
 
 #[cfg(test)]
@@ -225,7 +234,7 @@ mod version_tests {
     #[test]
     fn native_sidecars_from_1_29_and_the_assumption_is_said() {
         let args = |v: &str, no_native: bool| InjectArgs {
-            input: crate::cli::InputArgs { files: vec![] },
+            input: InputArgs { files: vec![] },
             integrations: vec![],
             no_native_sidecar: no_native,
             kubernetes_version: parse_version(v).unwrap(),
