@@ -1,15 +1,19 @@
 //! The sidecar's Prometheus metrics (names fixed by DESIGN.md).
 //!
 //! Label values are integration names, status codes, error codes and reasons: never anything
-//! taken from a request's headers, so a credential cannot become a label.
+//! taken from a request's headers, so a credential cannot become a label. The request path
+//! counts through one [`IntegrationMetrics`] per integration, with typed label values.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use http::StatusCode;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+use crate::resilience::{ratelimit::RateLimitAction, retry::RetryReason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntegrationLabel {
@@ -163,6 +167,223 @@ impl Metrics {
     pub fn label(integration: &str) -> IntegrationLabel {
         IntegrationLabel {
             integration: integration.to_string(),
+        }
+    }
+}
+
+/// A label value of a known, small set, compared as a value (not as text) to find its series.
+pub trait LabelValue: Copy + Eq {
+    /// The label's text; borrowed, never allocated.
+    fn label(&self) -> &str;
+}
+
+/// The `code` label of `attache_requests_total`: the upstream's status, or the sidecar's error
+/// code when it answered itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseCode {
+    Upstream(StatusCode),
+    /// The name of the sidecar's error code (`ErrorCode::as_str` in `proxy/errors.rs`; kept
+    /// as its name so that this module does not depend on the proxy).
+    Sidecar(&'static str),
+}
+
+impl LabelValue for ResponseCode {
+    fn label(&self) -> &str {
+        match self {
+            ResponseCode::Upstream(s) => s.as_str(),
+            ResponseCode::Sidecar(c) => c,
+        }
+    }
+}
+
+/// The `result` label of `attache_upstream_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+    /// No response head within `timeouts.perTry`.
+    Timeout,
+    ConnectTimeout,
+    ConnectError,
+    TlsError,
+    Reset,
+    /// Counted once more for an attempt whose response body then stalled past `timeouts.idle`.
+    IdleTimeout,
+}
+
+impl AttemptResult {
+    /// `2xx`, `4xx`, ... of a response.
+    pub fn of_status(s: StatusCode) -> Self {
+        match s.as_u16() {
+            100..=199 => AttemptResult::Informational,
+            200..=299 => AttemptResult::Success,
+            300..=399 => AttemptResult::Redirection,
+            400..=499 => AttemptResult::ClientError,
+            _ => AttemptResult::ServerError,
+        }
+    }
+}
+
+impl LabelValue for AttemptResult {
+    fn label(&self) -> &str {
+        match self {
+            AttemptResult::Informational => "1xx",
+            AttemptResult::Success => "2xx",
+            AttemptResult::Redirection => "3xx",
+            AttemptResult::ClientError => "4xx",
+            AttemptResult::ServerError => "5xx",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::ConnectTimeout => "connect_timeout",
+            AttemptResult::ConnectError => "connect_error",
+            AttemptResult::TlsError => "tls_error",
+            AttemptResult::Reset => "reset",
+            AttemptResult::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// One integration's series of every family, each found without hashing a label set: the
+/// hot path compares a typed label value in a short list (SipHash over the label strings in
+/// `Family::get_or_create` was the largest single cost of a proxied request in callgrind,
+/// bench/README.md). Series are created on first use, so `/metrics` shows only what happened.
+pub struct IntegrationMetrics {
+    integration: String,
+    families: Metrics,
+    responses: Series<ResponseCode>,
+    attempts: Series<AttemptResult>,
+    retries: Series<RetryReason>,
+    rate_limited: Series<RateLimitAction>,
+    throttled: OnceLock<Counter>,
+    /// `attache_inflight_requests`.
+    pub inflight: Gauge,
+    /// `attache_request_duration_seconds`.
+    pub duration: Histogram,
+    /// `attache_circuit_state`.
+    pub circuit: Gauge,
+}
+
+impl IntegrationMetrics {
+    pub fn new(families: &Metrics, integration: &str) -> Self {
+        let label = Metrics::label(integration);
+        Self {
+            integration: integration.to_string(),
+            responses: Series::default(),
+            attempts: Series::default(),
+            retries: Series::default(),
+            rate_limited: Series::default(),
+            throttled: OnceLock::new(),
+            inflight: families.inflight.get_or_create(&label).clone(),
+            duration: families.request_duration.get_or_create(&label).clone(),
+            circuit: families.circuit_state.get_or_create(&label).clone(),
+            families: families.clone(),
+        }
+    }
+
+    /// `attache_requests_total`: one response to the app.
+    pub fn response(&self, code: ResponseCode) {
+        self.responses.inc(code, |code| {
+            self.families
+                .requests
+                .get_or_create(&CodeLabels {
+                    integration: self.integration.clone(),
+                    code: code.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_upstream_attempts_total`: one attempt's outcome.
+    pub fn attempt(&self, result: AttemptResult) {
+        self.attempts.inc(result, |result| {
+            self.families
+                .upstream_attempts
+                .get_or_create(&ResultLabels {
+                    integration: self.integration.clone(),
+                    result: result.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_retries_total`: one retry, counted when it is sent.
+    pub fn retry(&self, reason: RetryReason) {
+        self.retries.inc(reason, |reason| {
+            self.families
+                .retries
+                .get_or_create(&ReasonLabels {
+                    integration: self.integration.clone(),
+                    reason: reason.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_rate_limited_total`: one attempt held back by the rate gate.
+    pub fn rate_limited(&self, action: RateLimitAction) {
+        self.rate_limited.inc(action, |action| {
+            self.families
+                .rate_limited
+                .get_or_create(&ActionLabels {
+                    integration: self.integration.clone(),
+                    action: action.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_upstream_throttled_total`: one throttling signal from the upstream.
+    pub fn throttled(&self) {
+        self.throttled
+            .get_or_init(|| {
+                self.families
+                    .upstream_throttled
+                    .get_or_create(&Metrics::label(&self.integration))
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// `attache_client_certificate_expiry_timestamp_seconds`.
+    pub fn client_certificate_expiry(&self, unix_seconds: i64) {
+        self.families
+            .client_cert_expiry
+            .get_or_create(&Metrics::label(&self.integration))
+            .set(unix_seconds);
+    }
+}
+
+/// The counters of one family for one integration, by label value. A handful of values per
+/// family, so a linear scan under a read lock beats any map.
+struct Series<K> {
+    slots: RwLock<Vec<(K, Counter)>>,
+}
+
+impl<K> Default for Series<K> {
+    fn default() -> Self {
+        Self {
+            slots: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<K: LabelValue> Series<K> {
+    /// Increments `key`'s counter; `make` finds it in the family the first time (given the
+    /// label's text).
+    fn inc(&self, key: K, make: impl FnOnce(&str) -> Counter) {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, c)) = slots.iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        drop(slots);
+        let counter = make(key.label());
+        counter.inc();
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        if !slots.iter().any(|(k, _)| *k == key) {
+            slots.push((key, counter));
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The sidecar's own errors and the one place they become HTTP responses.
 //!
+//! Each step of the request path returns its own error type (`RouteError`, `PrepareError`,
+//! `BodyError`, `Refused`, `AttemptError`, `RequestTimeout`); the `From` impls below are the
+//! only place where one becomes an [`ErrorCode`], a status and a `Retry-After`.
+//!
 //! Every response the sidecar makes itself carries `x-attache-error: CODE` and a JSON body
 //! `{"error": CODE, "integration": NAME, "message": ...}` (DESIGN.md), so an app can tell a
 //! sidecar decision from an upstream answer. Messages never include credential values: they are
@@ -9,11 +13,23 @@ use std::time::Duration;
 
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::body::{self, Body};
+use super::{
+    attempt::Refused,
+    prepare::{BodyError, PrepareError},
+    RouteError,
+};
+use crate::{
+    body::{self, Body},
+    credentials::ApplyError,
+    resilience::{ratelimit::LimitCause, retry::Stopped},
+    upstream::{AttemptError, ConnectError},
+};
 
 // `HeaderName` constants, not `&str`: a string key is validated byte by byte on every use.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-attache-error");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-attache-attempts");
+/// Why retrying stopped before `maxAttempts` although `retryOn` lists the failure.
+pub const RETRY_STOPPED_HEADER: HeaderName = HeaderName::from_static("x-attache-retry-stopped");
 
 /// The error codes of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,7 +85,14 @@ pub struct SidecarError {
     /// The app's connection cannot be reused (its request body was not read): the answer
     /// says `Connection: close`.
     pub close_connection: bool,
+    /// The failure came from an attempt after which retrying stopped early: why.
+    pub retry_stopped: Option<Stopped>,
 }
+
+/// No response head within `timeouts.request` (all attempts and waits together).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no response within the request timeout ({0:?})")]
+pub struct RequestTimeout(pub Duration);
 
 impl SidecarError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -78,7 +101,21 @@ impl SidecarError {
             message: message.into(),
             retry_after: None,
             close_connection: false,
+            retry_stopped: None,
         }
+    }
+
+    /// Says how many attempts failed, when there were several.
+    pub fn after_attempts(mut self, attempts: u32) -> Self {
+        if attempts > 1 {
+            self.message = format!("{} (after {attempts} attempts)", self.message);
+        }
+        self
+    }
+
+    pub fn with_retry_stopped(mut self, stopped: Option<Stopped>) -> Self {
+        self.retry_stopped = stopped;
+        self
     }
 
     pub fn closing(mut self) -> Self {
@@ -89,6 +126,88 @@ impl SidecarError {
     pub fn with_retry_after(mut self, d: Duration) -> Self {
         self.retry_after = Some(d);
         self
+    }
+}
+
+// === the leaf errors of the request path, mapped ===
+
+impl From<RouteError> for SidecarError {
+    fn from(e: RouteError) -> Self {
+        let code = match e {
+            RouteError::NotLoaded | RouteError::UnknownHost(_) => ErrorCode::UnknownDestination,
+            RouteError::Connect | RouteError::NoHost => ErrorCode::BadRequest,
+        };
+        SidecarError::new(code, e.to_string())
+    }
+}
+
+impl From<PrepareError> for SidecarError {
+    fn from(e: PrepareError) -> Self {
+        let message = e.to_string();
+        match e {
+            PrepareError::Check(_) | PrepareError::Path(_) => {
+                SidecarError::new(ErrorCode::BadRequest, message)
+            }
+            PrepareError::CircuitOpen(wait) => {
+                SidecarError::new(ErrorCode::CircuitOpen, message).with_retry_after(wait)
+            }
+            PrepareError::Overloaded(_) => SidecarError::new(ErrorCode::Overloaded, message),
+            PrepareError::Credentials(ApplyError::Query(_)) => {
+                SidecarError::new(ErrorCode::BadRequest, message)
+            }
+            PrepareError::Credentials(ApplyError::Token(_)) => {
+                SidecarError::new(ErrorCode::UpstreamAuth, message)
+            }
+        }
+    }
+}
+
+impl From<BodyError> for SidecarError {
+    fn from(e: BodyError) -> Self {
+        // What is left of the body is unknown: the connection cannot carry another request.
+        SidecarError::new(ErrorCode::BadRequest, e.to_string()).closing()
+    }
+}
+
+impl From<Refused> for SidecarError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::RateLimited(l) => {
+                let why = match l.cause {
+                    LimitCause::Provider => {
+                        "the third party asked us to slow down (Retry-After / X-RateLimit)"
+                    }
+                    LimitCause::RateLimit => "the integration's rate limit is reached",
+                };
+                SidecarError::new(ErrorCode::RateLimited, why).with_retry_after(l.retry_after)
+            }
+            Refused::CircuitOpen(r) => SidecarError::new(
+                ErrorCode::CircuitOpen,
+                "the circuit breaker is open after repeated upstream failures",
+            )
+            .with_retry_after(r.retry_after),
+            Refused::BodySpent => SidecarError::new(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+}
+
+impl From<AttemptError> for SidecarError {
+    fn from(e: AttemptError) -> Self {
+        let code = match &e {
+            AttemptError::Connect(ConnectError::Tls { .. }) | AttemptError::Tls(_) => {
+                ErrorCode::UpstreamTls
+            }
+            AttemptError::Connect(ConnectError::Timeout { .. })
+            | AttemptError::PerTryTimeout(_) => ErrorCode::Timeout,
+            AttemptError::Connect(_) | AttemptError::Reset(_) => ErrorCode::UpstreamConnect,
+        };
+        SidecarError::new(code, e.to_string())
+    }
+}
+
+impl From<RequestTimeout> for SidecarError {
+    fn from(e: RequestTimeout) -> Self {
+        SidecarError::new(ErrorCode::Timeout, e.to_string())
     }
 }
 
@@ -110,6 +229,9 @@ pub fn respond(err: &SidecarError, integration: &str) -> Response<Body> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if err.close_connection {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(why) = err.retry_stopped {
+        h.insert(RETRY_STOPPED_HEADER, HeaderValue::from_static(why.as_str()));
     }
     if let Some(d) = err.retry_after {
         let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
@@ -137,6 +259,98 @@ mod tests {
         assert_eq!(v["error"], "circuit_open");
         assert_eq!(v["integration"], "stripe");
         assert_eq!(v["message"], "breaker open");
+    }
+
+    /// Every leaf error of the request path: the code the app sees.
+    #[test]
+    fn each_leaf_error_maps_to_its_documented_code() {
+        use crate::resilience::{
+            breaker::Rejected,
+            ratelimit::{Limited, RateLimitAction},
+        };
+        let io = || std::io::Error::other("x");
+        let upstream = [
+            (
+                AttemptError::Connect(ConnectError::Connect {
+                    authority: "h".into(),
+                    source: io(),
+                }),
+                ErrorCode::UpstreamConnect,
+            ),
+            (
+                AttemptError::Connect(ConnectError::Timeout {
+                    authority: "h".into(),
+                    timeout: Duration::from_secs(2),
+                }),
+                ErrorCode::Timeout,
+            ),
+            (
+                AttemptError::Connect(ConnectError::Tls {
+                    authority: "h".into(),
+                    source: io(),
+                }),
+                ErrorCode::UpstreamTls,
+            ),
+            (AttemptError::Tls("alert".into()), ErrorCode::UpstreamTls),
+            (
+                AttemptError::Reset("closed".into()),
+                ErrorCode::UpstreamConnect,
+            ),
+            (
+                AttemptError::PerTryTimeout(Duration::from_secs(1)),
+                ErrorCode::Timeout,
+            ),
+        ];
+        for (e, code) in upstream {
+            assert_eq!(SidecarError::from(e).code, code);
+        }
+        let limited = |cause| Limited {
+            retry_after: Duration::from_millis(1500),
+            action: RateLimitAction::Rejected,
+            cause,
+        };
+        for cause in [LimitCause::RateLimit, LimitCause::Provider] {
+            let e = SidecarError::from(Refused::RateLimited(limited(cause)));
+            assert_eq!(e.code, ErrorCode::RateLimited);
+            assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
+        }
+        let open = SidecarError::from(Refused::CircuitOpen(Rejected {
+            retry_after: Duration::from_secs(7),
+        }));
+        assert_eq!(
+            (open.code, open.retry_after),
+            (ErrorCode::CircuitOpen, Some(Duration::from_secs(7)))
+        );
+        let open = SidecarError::from(PrepareError::CircuitOpen(Duration::from_secs(3)));
+        assert_eq!(open.code, ErrorCode::CircuitOpen);
+        let auth = SidecarError::from(PrepareError::Credentials(ApplyError::Token(
+            crate::credentials::TokenError::Status {
+                url: "https://auth/token".into(),
+                status: 500,
+            },
+        )));
+        assert_eq!(auth.code, ErrorCode::UpstreamAuth);
+        let bad = SidecarError::from(PrepareError::Check(
+            super::super::prepare::CheckError::Trace,
+        ));
+        assert_eq!(bad.code, ErrorCode::BadRequest);
+        let t = SidecarError::from(RequestTimeout(Duration::from_secs(30)));
+        assert_eq!(t.code, ErrorCode::Timeout);
+        assert_eq!(
+            SidecarError::from(RouteError::UnknownHost("evil.example".into())).code,
+            ErrorCode::UnknownDestination
+        );
+    }
+
+    #[test]
+    fn a_stopped_retry_is_said_on_the_error() {
+        let e = SidecarError::from(AttemptError::Reset("closed".into()))
+            .after_attempts(2)
+            .with_retry_stopped(Some(Stopped::Budget));
+        assert!(e.message.ends_with("(after 2 attempts)"), "{}", e.message);
+        let resp = respond(&e, "api");
+        assert_eq!(resp.headers()[RETRY_STOPPED_HEADER], "budget");
+        assert_eq!(resp.status(), 502);
     }
 
     #[test]
