@@ -1,7 +1,7 @@
 //! Attaché's egress sidecar: on localhost, it takes an app's plain HTTP requests to a third
 //! party and forwards them with TLS/mTLS, credentials and resilience policies added.
-//! ARCHITECTURE.md at the repository's root walks through a request; DESIGN names are
-//! listed there with the module that defines each.
+//! ARCHITECTURE.md at the repository's root walks through a request, and lists each name
+//! the README promises (codes, headers, metrics) with the module that defines it.
 //!
 //! Map (lower layers last; `upstream`, `credentials` and `resilience` never import `proxy`):
 //!

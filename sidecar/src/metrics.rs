@@ -1,4 +1,4 @@
-//! The sidecar's Prometheus metrics (names fixed by DESIGN.md).
+//! The sidecar's Prometheus metrics (names listed in the README, "Metrics").
 //!
 //! Label values are integration names, status codes, error codes and reasons: never anything
 //! taken from a request's headers, so a credential cannot become a label. The request path
@@ -164,6 +164,15 @@ impl Metrics {
         out
     }
 
+    /// `attache_config_reloads_total`: one reload attempt (a few per hour at most: no cache).
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                result: result.label().to_string(),
+            })
+            .inc();
+    }
+
     pub fn label(integration: &str) -> IntegrationLabel {
         IntegrationLabel {
             integration: integration.to_string(),
@@ -175,6 +184,22 @@ impl Metrics {
 pub trait LabelValue: Copy + Eq {
     /// The label's text; borrowed, never allocated.
     fn label(&self) -> &str;
+}
+
+/// The `result` label of `attache_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Failure,
+}
+
+impl LabelValue for ReloadResult {
+    fn label(&self) -> &str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
 }
 
 /// The `code` label of `attache_requests_total`: the upstream's status, or the sidecar's error
@@ -417,5 +442,38 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_integration_handle_counts_each_label_in_its_own_series() {
+        let m = Metrics::new();
+        let h = IntegrationMetrics::new(&m, "pay");
+        h.response(ResponseCode::Upstream(StatusCode::OK));
+        h.response(ResponseCode::Upstream(StatusCode::OK));
+        h.response(ResponseCode::Sidecar("rate_limited"));
+        h.attempt(AttemptResult::of_status(StatusCode::SERVICE_UNAVAILABLE));
+        h.attempt(AttemptResult::ConnectTimeout);
+        h.retry(RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE));
+        h.rate_limited(RateLimitAction::TimedOut);
+        h.throttled();
+        h.throttled();
+        m.config_reload(ReloadResult::Failure);
+        let text = m.encode();
+        for line in [
+            "attache_requests_total{integration=\"pay\",code=\"200\"} 2",
+            "attache_requests_total{integration=\"pay\",code=\"rate_limited\"} 1",
+            "attache_upstream_attempts_total{integration=\"pay\",result=\"5xx\"} 1",
+            "attache_upstream_attempts_total{integration=\"pay\",result=\"connect_timeout\"} 1",
+            "attache_retries_total{integration=\"pay\",reason=\"503\"} 1",
+            "attache_rate_limited_total{integration=\"pay\",action=\"timed_out\"} 1",
+            "attache_upstream_throttled_total{integration=\"pay\"} 2",
+            "attache_config_reloads_total{result=\"failure\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(
+            !text.contains("attache_retries_total{integration=\"pay\",reason=\"reset\"}"),
+            "series appear on first use only"
+        );
     }
 }

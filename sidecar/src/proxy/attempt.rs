@@ -129,7 +129,7 @@ fn backpressure(ig: &Integration, status: StatusCode, headers: &HeaderMap, now: 
         _ => None,
     }
     .or_else(|| retry_after::rate_limit_exhausted(headers, now));
-    // Bounded by maxRetryAfter (DESIGN.md): no header can freeze the integration for longer.
+    // Bounded by maxRetryAfter (README, `spec.retry.maxRetryAfter`): no header can freeze the integration for longer.
     let hold = hold.map(|d| d.min(retry.max_retry_after.as_duration()));
     if let Some(d) = hold.filter(|d| !d.is_zero()) {
         if ig.policies.gate.hold_for(d) {

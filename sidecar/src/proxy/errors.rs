@@ -5,9 +5,9 @@
 //! only place where one becomes an [`ErrorCode`], a status and a `Retry-After`.
 //!
 //! Every response the sidecar makes itself carries `x-attache-error: CODE` and a JSON body
-//! `{"error": CODE, "integration": NAME, "message": ...}` (DESIGN.md), so an app can tell a
-//! sidecar decision from an upstream answer. Messages never include credential values: they are
-//! built from names, addresses and error kinds only.
+//! `{"error": CODE, "integration": NAME, "message": ...}` (README, "Errors the sidecar makes
+//! itself"), so an app can tell a sidecar decision from an upstream answer. Messages never
+//! include credential values: they are built from names, addresses and error kinds only.
 
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-attache-attem
 /// Why retrying stopped before `maxAttempts` although `retryOn` lists the failure.
 pub const RETRY_STOPPED_HEADER: HeaderName = HeaderName::from_static("x-attache-retry-stopped");
 
-/// The error codes of DESIGN.md.
+/// The error codes of the README ("Errors the sidecar makes itself").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     CircuitOpen,

@@ -51,8 +51,8 @@ pub fn answer(
 }
 
 /// The answer when the next attempt was refused: the kept answer of the attempt before, if
-/// there was one (DESIGN.md: the app gets the upstream's last word, not the sidecar's
-/// refusal of a retry), else the refusal itself.
+/// there was one (the app gets the upstream's last word, not the sidecar's refusal of a retry;
+/// README, "Errors the sidecar makes itself"), else the refusal itself.
 pub fn refused(
     refusal: Refused,
     kept: Option<Attempted>,

@@ -1,4 +1,4 @@
-//! Retries: the pure rules (DESIGN.md's retry paragraph), and [`Retrying`], the small state
+//! Retries: the pure rules (README, "Configuration reference", `spec.retry.*`), and [`Retrying`], the small state
 //! machine that decides, after each attempt, whether the request goes out again and after what
 //! delay, or why it stops.
 //!

@@ -19,7 +19,7 @@ fn cfg(retry_on: &[RetryOn]) -> RetryConfig {
     }
 }
 
-/// DESIGN.md's default `retryOn`.
+/// The default `retryOn` (README, "Configuration reference").
 fn defaults() -> RetryConfig {
     cfg(&[
         RetryOn::ConnectFailure,
