@@ -4,7 +4,7 @@
 //! taken from a request's headers, so a credential cannot become a label. The request path
 //! counts through one [`IntegrationMetrics`] per integration, with typed label values.
 
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use prometheus_client::{
@@ -380,16 +380,21 @@ impl IntegrationMetrics {
     }
 }
 
-/// The counters of one family for one integration, by label value. A handful of values per
-/// family, so a linear scan under a read lock beats any map.
+/// Label values a [`Series`] keeps at hand; more (an upstream answering many distinct status
+/// codes) are still counted, through the family's own map.
+const SLOTS: usize = 16;
+
+/// The counters of one family for one integration, by label value: a handful of values per
+/// family, found by a scan of slots that are filled once and then only read (one atomic load
+/// each, no lock, no hashing).
 struct Series<K> {
-    slots: RwLock<Vec<(K, Counter)>>,
+    slots: [OnceLock<(K, Counter)>; SLOTS],
 }
 
 impl<K> Default for Series<K> {
     fn default() -> Self {
         Self {
-            slots: RwLock::new(Vec::new()),
+            slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
@@ -398,18 +403,23 @@ impl<K: LabelValue> Series<K> {
     /// Increments `key`'s counter; `make` finds it in the family the first time (given the
     /// label's text).
     fn inc(&self, key: K, make: impl FnOnce(&str) -> Counter) {
-        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, c)) = slots.iter().find(|(k, _)| *k == key) {
-            c.inc();
-            return;
+        for slot in &self.slots {
+            match slot.get() {
+                Some((k, c)) if *k == key => {
+                    c.inc();
+                    return;
+                }
+                Some(_) => continue,
+                None => {
+                    // Two threads may fill two slots with the same key at once: both hold the
+                    // family's one counter for it, so counts stay exact.
+                    let (_, c) = slot.get_or_init(|| (key, make(key.label())));
+                    c.inc();
+                    return;
+                }
+            }
         }
-        drop(slots);
-        let counter = make(key.label());
-        counter.inc();
-        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
-        if !slots.iter().any(|(k, _)| *k == key) {
-            slots.push((key, counter));
-        }
+        make(key.label()).inc();
     }
 }
 
@@ -475,5 +485,24 @@ mod tests {
             !text.contains("attache_retries_total{integration=\"pay\",reason=\"reset\"}"),
             "series appear on first use only"
         );
+    }
+
+    #[test]
+    fn values_beyond_the_kept_slots_are_still_counted() {
+        let m = Metrics::new();
+        let h = IntegrationMetrics::new(&m, "pay");
+        for round in 0..3 {
+            for code in 200..(200 + SLOTS as u16 + 4) {
+                h.response(ResponseCode::Upstream(StatusCode::from_u16(code).unwrap()));
+            }
+            let text = m.encode();
+            for code in [200, 215, 219] {
+                let line = format!(
+                    "attache_requests_total{{integration=\"pay\",code=\"{code}\"}} {}",
+                    round + 1
+                );
+                assert!(text.contains(&line), "{line} missing in\n{text}");
+            }
+        }
     }
 }

@@ -86,8 +86,12 @@ pub async fn send(
         ig.metrics.retry(reason);
         tracing::debug!(integration = %ig.name, reason = reason.label(), "retrying");
     }
-    let request = prepared.request(cleared.body);
-    let result = ig.client.attempt(request, ig.per_try_timeout()).await;
+    let per_try = ig.per_try_timeout();
+    let sent = tokio::time::timeout(per_try, ig.client.request(prepared.request(cleared.body)));
+    let result = match sent.await {
+        Ok(result) => result,
+        Err(_) => Err(AttemptError::PerTryTimeout(per_try)),
+    };
     let outcome = AttemptOutcome::of(&result);
     ig.metrics.attempt(match &result {
         Ok(resp) => AttemptResult::of_status(resp.status()),

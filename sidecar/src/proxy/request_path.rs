@@ -99,12 +99,12 @@ async fn forward(
         drop(kept.take()); // its connection goes back to the pool before the next attempt
         let attempted = attempt::send(ig, cleared, &prepared, retrying.sending()).await;
         let (outcome, retry_after) = (attempted.outcome, attempted.retry_after);
-        let next = retrying.after(outcome, retry_after, body.replayable(), &mut rand::rng());
-        match next {
-            Next::Retry { delay, .. } => tokio::time::sleep(delay).await,
+        let delay = match retrying.after(outcome, retry_after, body.replayable(), rand::rng) {
+            Next::Retry { delay, .. } => delay,
             Next::Done(why) => return respond::answer(attempted, retrying.attempts(), why, held),
-        }
+        };
         kept = Some(attempted);
+        tokio::time::sleep(delay).await;
     }
 }
 

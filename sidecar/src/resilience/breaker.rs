@@ -45,7 +45,6 @@ pub struct Rejected {
 pub struct Ticket<'a> {
     breaker: &'a Breaker,
     kind: Admit,
-    recorded: bool,
 }
 
 // === impl Ticket ===
@@ -63,15 +62,18 @@ impl Ticket<'_> {
     }
 
     /// Records the attempt's outcome; returns the new state if it changed.
-    pub fn record(mut self, failed: bool) -> Option<CircuitState> {
-        self.recorded = true;
-        self.breaker.record(self.kind, failed)
+    pub fn record(self, failed: bool) -> Option<CircuitState> {
+        let (breaker, kind) = (self.breaker, self.kind);
+        // Recorded: nothing left for `drop` to do (and no call to it on the hot path).
+        std::mem::forget(self);
+        breaker.record(kind, failed)
     }
 }
 
 impl Drop for Ticket<'_> {
+    /// Unrecorded: the attempt never went out (or was cancelled); free its probe slot.
     fn drop(&mut self) {
-        if !self.recorded && self.kind == Admit::Probe {
+        if self.kind == Admit::Probe {
             self.breaker.release_probe();
         }
     }
@@ -159,7 +161,6 @@ impl Breaker {
         self.admit_kind().map(|kind| Ticket {
             breaker: self,
             kind,
-            recorded: false,
         })
     }
 

@@ -140,13 +140,14 @@ impl<'a> Retrying<'a> {
     }
 
     /// Decides after an attempt with `outcome`: `retry_after` is the response's `Retry-After`,
-    /// `replayable` whether the request body can be sent again.
-    pub fn after(
+    /// `replayable` whether the request body can be sent again; `rng` gives the backoff's
+    /// jitter, only when a backoff is due.
+    pub fn after<R: Rng>(
         &mut self,
         outcome: AttemptOutcome,
         retry_after: Option<Duration>,
         replayable: bool,
-        rng: &mut impl Rng,
+        rng: impl FnOnce() -> R,
     ) -> Next {
         let Some(reason) = listed(self.cfg, outcome) else {
             return Next::Done(None);
@@ -167,7 +168,7 @@ impl<'a> Retrying<'a> {
                 self.attempts,
                 self.cfg.backoff_base.as_duration(),
                 self.cfg.backoff_max.as_duration(),
-                rng,
+                &mut rng(),
             ),
         };
         if delay >= self.deadline.saturating_duration_since(Instant::now()) {

@@ -325,7 +325,7 @@ fn table() -> Vec<Case> {
 
 #[tokio::test(start_paused = true)]
 async fn every_rule_of_the_retry_paragraph() {
-    let mut rng = StdRng::seed_from_u64(7);
+    let mut seed = 7;
     for case in table() {
         let budget = RetryBudget::new(case.budget.0, case.budget.1);
         let deadline = Instant::now() + case.time_left;
@@ -333,7 +333,9 @@ async fn every_rule_of_the_retry_paragraph() {
         for _ in 0..case.attempts {
             r.sending();
         }
-        let next = r.after(case.outcome, case.retry_after, case.replayable, &mut rng);
+        seed += 1;
+        let rng = || StdRng::seed_from_u64(seed);
+        let next = r.after(case.outcome, case.retry_after, case.replayable, rng);
         let rule = case.rule;
         match (case.expect, next) {
             (Expect::Done(want), Next::Done(got)) => assert_eq!(got, want, "{rule}"),
@@ -357,9 +359,9 @@ async fn a_request_retried_to_the_end_counts_its_attempts_and_reasons() {
     let cfg = defaults();
     let budget = RetryBudget::new(0.2, 10);
     let mut r = Retrying::start(&cfg, &budget, true, Instant::now() + secs(30));
-    let mut rng = StdRng::seed_from_u64(1);
+    let rng = || StdRng::seed_from_u64(1);
     assert_eq!(r.sending(), None, "the first attempt is no retry");
-    let Next::Retry { delay, .. } = r.after(status(503), None, true, &mut rng) else {
+    let Next::Retry { delay, .. } = r.after(status(503), None, true, rng) else {
         panic!("503 is retried");
     };
     tokio::time::advance(delay).await;
@@ -369,7 +371,7 @@ async fn a_request_retried_to_the_end_counts_its_attempts_and_reasons() {
         "the retry is counted when it is sent"
     );
     assert!(matches!(
-        r.after(AttemptOutcome::Reset, None, true, &mut rng),
+        r.after(AttemptOutcome::Reset, None, true, rng),
         Next::Retry {
             reason: RetryReason::Reset,
             ..
@@ -378,7 +380,7 @@ async fn a_request_retried_to_the_end_counts_its_attempts_and_reasons() {
     assert_eq!(r.sending(), Some(RetryReason::Reset));
     assert_eq!(r.attempts(), 3);
     assert_eq!(
-        r.after(status(503), None, true, &mut rng),
+        r.after(status(503), None, true, rng),
         Next::Done(None),
         "maxAttempts reached: nothing stopped early"
     );
@@ -389,16 +391,16 @@ async fn the_deadline_follows_the_clock() {
     let cfg = defaults();
     let budget = RetryBudget::new(0.2, 10);
     let mut r = Retrying::start(&cfg, &budget, true, Instant::now() + secs(10));
-    let mut rng = StdRng::seed_from_u64(3);
+    let rng = || StdRng::seed_from_u64(3);
     r.sending();
     assert!(matches!(
-        r.after(status(503), Some(secs(5)), true, &mut rng),
+        r.after(status(503), Some(secs(5)), true, rng),
         Next::Retry { .. }
     ));
     tokio::time::advance(secs(6)).await;
     r.sending();
     assert_eq!(
-        r.after(status(503), Some(secs(5)), true, &mut rng),
+        r.after(status(503), Some(secs(5)), true, rng),
         Next::Done(Some(Stopped::Deadline)),
         "4 s left: a 5 s wait would overrun the request timeout"
     );
@@ -410,17 +412,17 @@ async fn retries_share_the_integrations_budget() {
     // No reserve, half of the requests: two requests pay for one retry.
     let budget = RetryBudget::new(0.5, 0);
     let deadline = Instant::now() + secs(30);
-    let mut rng = StdRng::seed_from_u64(5);
+    let rng = || StdRng::seed_from_u64(5);
     let mut a = Retrying::start(&cfg, &budget, true, deadline);
     let mut b = Retrying::start(&cfg, &budget, true, deadline);
     a.sending();
     b.sending();
     assert!(matches!(
-        a.after(status(502), None, true, &mut rng),
+        a.after(status(502), None, true, rng),
         Next::Retry { .. }
     ));
     assert_eq!(
-        b.after(status(502), None, true, &mut rng),
+        b.after(status(502), None, true, rng),
         Next::Done(Some(Stopped::Budget))
     );
 }

@@ -7,10 +7,7 @@ pub mod failure;
 pub mod pool;
 pub mod tls;
 
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::sync::{Arc, RwLock};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -49,17 +46,6 @@ impl UpstreamClient {
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Incoming>, AttemptError> {
         let pool = self.pool_for(req.uri()).map_err(AttemptError::Connect)?;
         pool.send(req).await.map_err(failure::classify)
-    }
-
-    /// [`request`](Self::request) bounded by `per_try` (`timeouts.perTry`).
-    pub async fn attempt(
-        &self,
-        req: Request<Body>,
-        per_try: Duration,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        tokio::time::timeout(per_try, self.request(req))
-            .await
-            .unwrap_or(Err(AttemptError::PerTryTimeout(per_try)))
     }
 
     fn pool_for(&self, uri: &Uri) -> Result<Pool, ConnectError> {
