@@ -325,15 +325,13 @@ fn table() -> Vec<Case> {
 
 #[tokio::test(start_paused = true)]
 async fn every_rule_of_the_retry_paragraph() {
-    let mut seed = 7;
-    for case in table() {
+    for (seed, case) in (7u64..).zip(table()) {
         let budget = RetryBudget::new(case.budget.0, case.budget.1);
         let deadline = Instant::now() + case.time_left;
         let mut r = Retrying::start(&case.cfg, &budget, case.resend_safe, deadline);
         for _ in 0..case.attempts {
             r.sending();
         }
-        seed += 1;
         let rng = || StdRng::seed_from_u64(seed);
         let next = r.after(case.outcome, case.retry_after, case.replayable, rng);
         let rule = case.rule;
