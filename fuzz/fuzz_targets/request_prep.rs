@@ -6,7 +6,7 @@
 
 use attache_sidecar::{
     integration::join_upstream_uri,
-    proxy::{headers::strip_hop_by_hop, request_path},
+    proxy::{headers::strip_hop_by_hop, prepare},
 };
 use http::{uri::PathAndQuery, HeaderName, HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (mut parts, ()) = req.into_parts();
-    let accepted = request_path::check(&parts).is_ok();
+    let accepted = prepare::check(&parts).is_ok();
     strip_hop_by_hop(&mut parts.headers);
     for name in [
         "connection",
@@ -56,9 +56,9 @@ fuzz_target!(|data: &[u8]| {
     // A request that passed the checks never climbs out of the base path.
     if let (true, Ok(uri)) = (accepted, joined) {
         let plain_path = base.starts_with('/') && !base.contains(['?', '#']);
-        if plain_path && !request_path::has_dot_segment(base) {
+        if plain_path && !prepare::has_dot_segment(base) {
             assert!(uri.path().starts_with(base), "{uri} left {base}");
-            assert!(!request_path::has_dot_segment(uri.path()), "{uri}");
+            assert!(!prepare::has_dot_segment(uri.path()), "{uri}");
         }
     }
     let _ = PathAndQuery::try_from(base);

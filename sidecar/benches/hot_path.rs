@@ -17,12 +17,10 @@ use attache_sidecar::{
     credentials::Credentials,
     proxy::headers::strip_hop_by_hop,
     resilience::{
-        breaker::Breaker,
-        budget::RetryBudget,
-        bulkhead::Bulkhead,
-        ratelimit::RateGate,
-        retry::{retry_reason, AttemptOutcome},
+        breaker::Breaker, budget::RetryBudget, bulkhead::Bulkhead, ratelimit::RateGate,
+        retry::retry_reason,
     },
+    upstream::AttemptOutcome,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, StatusCode};
@@ -98,8 +96,8 @@ fn policies(c: &mut Criterion) {
     );
     c.bench_function("breaker: admit + record success", |b| {
         b.iter(|| {
-            let a = breaker.admit().expect("closed");
-            black_box(breaker.record(a, false))
+            let ticket = breaker.admit().expect("closed");
+            black_box(ticket.record(false))
         })
     });
     let gate = RateGate::new(

@@ -15,7 +15,7 @@ use crate::{
     admin::{self, Readiness},
     config::{watch::fingerprint, ConfigSource},
     integration::Snapshot,
-    metrics::{Metrics, ReloadLabels},
+    metrics::{Metrics, ReloadResult},
     proxy::{
         self,
         connections::{self, ConnectionLimits, Slots},
@@ -24,7 +24,7 @@ use crate::{
     },
 };
 
-/// How often config files are checked for changes; changes apply within 2 s (DESIGN.md).
+/// How often config files are checked for changes; changes apply within 2 s (README, "Local mode").
 const RELOAD_POLL: Duration = Duration::from_millis(500);
 
 /// Everything `attache-sidecar run` needs.
@@ -259,14 +259,7 @@ async fn reload_loop(
 ) {
     let roots: Vec<PathBuf> = source.watched_roots();
     let mut seen = fingerprint(&roots);
-    let count = |result: &str| {
-        metrics
-            .config_reloads
-            .get_or_create(&ReloadLabels {
-                result: result.to_string(),
-            })
-            .inc()
-    };
+    let count = |result: ReloadResult| metrics.config_reload(result);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -286,7 +279,7 @@ async fn reload_loop(
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "config reload rejected; still serving the previous config");
-                count("failure");
+                count(ReloadResult::Failure);
                 continue;
             }
             Err(_) => continue,
@@ -298,13 +291,13 @@ async fn reload_loop(
                 "config reload rejected: the set of integrations changed; listener ports are \
                  assigned at start, so restart the sidecar to add or remove integrations"
             );
-            count("failure");
+            count(ReloadResult::Failure);
             continue;
         }
         match Snapshot::build(&loaded, &metrics, Some(&live.load())) {
             Ok(s) => {
                 live.store(Arc::new(s));
-                count("success");
+                count(ReloadResult::Success);
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "config reloaded"
@@ -312,7 +305,7 @@ async fn reload_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; still serving the previous config");
-                count("failure");
+                count(ReloadResult::Failure);
             }
         }
     }

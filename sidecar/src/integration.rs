@@ -10,13 +10,12 @@ use attache_api::{
     SidecarConfig,
 };
 use http::{uri::PathAndQuery, HeaderName, HeaderValue, Uri};
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use rustls_pki_types::ServerName;
 
 use crate::{
     config::LoadedIntegration,
     credentials::{CredentialError, Credentials},
-    metrics::{ActionLabels, CodeLabels, Metrics, ReasonLabels, ResultLabels},
+    metrics::{IntegrationMetrics, Metrics},
     resilience::Policies,
     upstream::{
         tls::{self, TlsMaterial, TlsSetupError},
@@ -59,11 +58,8 @@ pub struct Integration {
     pub policies: Arc<Policies>,
     /// The header carrying the idempotency key (`retry.idempotencyKey.header`).
     pub idempotency_header: HeaderName,
-    pub metrics: Metrics,
-    pub inflight: Gauge,
-    pub duration: Histogram,
-    responses: CounterCache,
-    attempts: CounterCache,
+    /// Every series of this integration, typed (counts on the hot path hash nothing).
+    pub metrics: IntegrationMetrics,
     pub client_certificate_not_after: Option<i64>,
 }
 
@@ -123,17 +119,14 @@ impl Integration {
         };
         let idempotency_header = HeaderName::try_from(config.retry.idempotency_header.as_str())
             .map_err(|_| bad("retry.idempotencyKey.header"))?;
-        let label = Metrics::label(&name);
-        let circuit_gauge = metrics.circuit_state.get_or_create(&label).clone();
+        let series = IntegrationMetrics::new(metrics, &name);
         let policies = match previous {
             Some(p) if p.policies.built_from(&config) => p.policies.clone(),
-            _ => Arc::new(Policies::new(&config, circuit_gauge.clone())),
+            _ => Arc::new(Policies::new(&config, series.circuit.clone())),
         };
-        circuit_gauge.set(policies.breaker.state() as i64);
-        let inflight = metrics.inflight.get_or_create(&label).clone();
-        let duration = metrics.request_duration.get_or_create(&label).clone();
+        series.circuit.set(policies.breaker.state() as i64);
         if let Some(t) = loaded.client_certificate_not_after {
-            metrics.client_cert_expiry.get_or_create(&label).set(t);
+            series.client_certificate_expiry(t);
         }
         Ok(Self {
             name,
@@ -144,11 +137,7 @@ impl Integration {
             credentials,
             policies,
             idempotency_header,
-            metrics: metrics.clone(),
-            inflight,
-            duration,
-            responses: CounterCache::default(),
-            attempts: CounterCache::default(),
+            metrics: series,
             client_certificate_not_after: loaded.client_certificate_not_after,
             config,
         })
@@ -181,62 +170,6 @@ impl Integration {
     pub fn idle_timeout(&self) -> Duration {
         self.config.timeouts.idle.as_duration()
     }
-
-    /// Counts a response to the app under its status or sidecar error code.
-    pub fn count_response(&self, code: &str) {
-        self.responses
-            .get(code, || {
-                self.metrics
-                    .requests
-                    .get_or_create(&CodeLabels {
-                        integration: self.name.clone(),
-                        code: code.to_string(),
-                    })
-                    .clone()
-            })
-            .inc();
-    }
-
-    pub fn count_retry(&self, reason: &str) {
-        self.metrics
-            .retries
-            .get_or_create(&ReasonLabels {
-                integration: self.name.clone(),
-                reason: reason.to_string(),
-            })
-            .inc();
-    }
-
-    pub fn count_rate_limited(&self, action: &str) {
-        self.metrics
-            .rate_limited
-            .get_or_create(&ActionLabels {
-                integration: self.name.clone(),
-                action: action.to_string(),
-            })
-            .inc();
-    }
-
-    pub fn count_throttled(&self) {
-        self.metrics
-            .upstream_throttled
-            .get_or_create(&Metrics::label(&self.name))
-            .inc();
-    }
-
-    pub fn count_attempt(&self, result: &str) {
-        self.attempts
-            .get(result, || {
-                self.metrics
-                    .upstream_attempts
-                    .get_or_create(&ResultLabels {
-                        integration: self.name.clone(),
-                        result: result.to_string(),
-                    })
-                    .clone()
-            })
-            .inc();
-    }
 }
 
 /// `scheme://authority` + `base` + the app's path and query (`/` when it sent none).
@@ -257,31 +190,6 @@ pub fn join_upstream_uri(
         .authority(authority.clone())
         .path_and_query(full)
         .build()
-}
-
-/// This integration's counters of one labelled family, found by comparing a short label
-/// value instead of hashing the whole label set (SipHash over label strings was the largest
-/// single cost of a proxied request in callgrind). A handful of distinct values per family.
-#[derive(Default)]
-pub struct CounterCache {
-    slots: std::sync::RwLock<Vec<(String, Counter)>>,
-}
-
-impl CounterCache {
-    fn get(&self, key: &str, make: impl FnOnce() -> Counter) -> Counter {
-        if let Ok(slots) = self.slots.read() {
-            if let Some((_, c)) = slots.iter().find(|(k, _)| k == key) {
-                return c.clone();
-            }
-        }
-        let counter = make();
-        if let Ok(mut slots) = self.slots.write() {
-            if !slots.iter().any(|(k, _)| k == key) {
-                slots.push((key.to_string(), counter.clone()));
-            }
-        }
-        counter
-    }
 }
 
 /// Every integration being served, by name and by upstream host; swapped whole on reload.

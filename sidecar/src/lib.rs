@@ -1,10 +1,30 @@
 //! Attaché's egress sidecar: on localhost, it takes an app's plain HTTP requests to a third
 //! party and forwards them with TLS/mTLS, credentials and resilience policies added.
+//! ARCHITECTURE.md at the repository's root walks through a request, and lists each name
+//! the README promises (codes, headers, metrics) with the module that defines it.
 //!
-//! Map: `config/` (where configs come from, reload), `integration` (one integration ready to
-//! serve), `proxy/` (listeners, routing, the request path, error responses), `upstream/`
-//! (connections to the third party), `credentials/`, `resilience/` (breaker, limits, retries), `metrics`, `admin`, `app` (start/stop),
-//! `demo/` (`attache-sidecar demo`, the `demo` feature, on by default).
+//! Map (lower layers last; `upstream`, `credentials` and `resilience` never import `proxy`):
+//!
+//! - `main`, [`cli`]: arguments; [`app`]: starts the listeners, the reload loop and the admin
+//!   endpoint, and stops them on SIGTERM; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`config`]: where configs come from (`dir`: the operator's rendered folders, `local`:
+//!   manifests + a secrets folder) and `watch`, which notices their changes.
+//! - [`integration`]: one integration ready to serve (config, client, credentials, policies,
+//!   metrics), and the `Snapshot` of all of them that a reload swaps whole.
+//! - [`proxy`]: the app-facing side: `listener` and `connections` (accept, limits), routing,
+//!   `request_path` (`forward`: the steps in order), `prepare`, `attempt`, `respond`,
+//!   `headers` (hygiene) and `errors` (the one place errors become responses).
+//! - [`resilience`]: per-integration policy state and pure decisions: `breaker`, `ratelimit`
+//!   (limit + provider holds), `bulkhead`, `budget`, `retry` (the `Retrying` state machine),
+//!   `backoff`, `retry_after`, `replay` (the replay buffer).
+//! - [`credentials`]: header, query and OAuth2 client-credentials injection (`oauth2`: the
+//!   token cache).
+//! - [`upstream`]: connections to the third party: `connector` (TCP + TLS), `tls` (rustls
+//!   config), `pool` (kept-alive connections), `failure` (what a failed attempt means).
+//! - [`metrics`]: the Prometheus families and the per-integration handle with typed labels.
+//! - [`body`], [`clock`]: the body type and overflow-free deadlines.
+//! - `demo`: `attache-sidecar demo`, the whole data path against a local flaky third party
+//!   (the `demo` feature, on by default).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

@@ -1,15 +1,19 @@
-//! The sidecar's Prometheus metrics (names fixed by DESIGN.md).
+//! The sidecar's Prometheus metrics (names listed in the README, "Metrics").
 //!
 //! Label values are integration names, status codes, error codes and reasons: never anything
-//! taken from a request's headers, so a credential cannot become a label.
+//! taken from a request's headers, so a credential cannot become a label. The request path
+//! counts through one [`IntegrationMetrics`] per integration, with typed label values.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use http::StatusCode;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+use crate::resilience::{ratelimit::RateLimitAction, retry::RetryReason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntegrationLabel {
@@ -160,10 +164,262 @@ impl Metrics {
         out
     }
 
+    /// `attache_config_reloads_total`: one reload attempt (a few per hour at most: no cache).
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                result: result.label().to_string(),
+            })
+            .inc();
+    }
+
     pub fn label(integration: &str) -> IntegrationLabel {
         IntegrationLabel {
             integration: integration.to_string(),
         }
+    }
+}
+
+/// A label value of a known, small set, compared as a value (not as text) to find its series.
+pub trait LabelValue: Copy + Eq {
+    /// The label's text; borrowed, never allocated.
+    fn label(&self) -> &str;
+}
+
+/// The `result` label of `attache_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Failure,
+}
+
+impl LabelValue for ReloadResult {
+    fn label(&self) -> &str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
+}
+
+/// The `code` label of `attache_requests_total`: the upstream's status, or the sidecar's error
+/// code when it answered itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseCode {
+    Upstream(StatusCode),
+    /// The name of the sidecar's error code (`ErrorCode::as_str` in `proxy/errors.rs`; kept
+    /// as its name so that this module does not depend on the proxy).
+    Sidecar(&'static str),
+}
+
+impl LabelValue for ResponseCode {
+    fn label(&self) -> &str {
+        match self {
+            ResponseCode::Upstream(s) => s.as_str(),
+            ResponseCode::Sidecar(c) => c,
+        }
+    }
+}
+
+/// The `result` label of `attache_upstream_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+    /// No response head within `timeouts.perTry`.
+    Timeout,
+    ConnectTimeout,
+    ConnectError,
+    TlsError,
+    Reset,
+    /// Counted once more for an attempt whose response body then stalled past `timeouts.idle`.
+    IdleTimeout,
+}
+
+impl AttemptResult {
+    /// `2xx`, `4xx`, ... of a response.
+    pub fn of_status(s: StatusCode) -> Self {
+        match s.as_u16() {
+            100..=199 => AttemptResult::Informational,
+            200..=299 => AttemptResult::Success,
+            300..=399 => AttemptResult::Redirection,
+            400..=499 => AttemptResult::ClientError,
+            _ => AttemptResult::ServerError,
+        }
+    }
+}
+
+impl LabelValue for AttemptResult {
+    fn label(&self) -> &str {
+        match self {
+            AttemptResult::Informational => "1xx",
+            AttemptResult::Success => "2xx",
+            AttemptResult::Redirection => "3xx",
+            AttemptResult::ClientError => "4xx",
+            AttemptResult::ServerError => "5xx",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::ConnectTimeout => "connect_timeout",
+            AttemptResult::ConnectError => "connect_error",
+            AttemptResult::TlsError => "tls_error",
+            AttemptResult::Reset => "reset",
+            AttemptResult::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// One integration's series of every family, each found without hashing a label set: the
+/// hot path compares a typed label value in a short list (SipHash over the label strings in
+/// `Family::get_or_create` was the largest single cost of a proxied request in callgrind,
+/// bench/README.md). Series are created on first use, so `/metrics` shows only what happened.
+pub struct IntegrationMetrics {
+    integration: String,
+    families: Metrics,
+    responses: Series<ResponseCode>,
+    attempts: Series<AttemptResult>,
+    retries: Series<RetryReason>,
+    rate_limited: Series<RateLimitAction>,
+    throttled: OnceLock<Counter>,
+    /// `attache_inflight_requests`.
+    pub inflight: Gauge,
+    /// `attache_request_duration_seconds`.
+    pub duration: Histogram,
+    /// `attache_circuit_state`.
+    pub circuit: Gauge,
+}
+
+impl IntegrationMetrics {
+    pub fn new(families: &Metrics, integration: &str) -> Self {
+        let label = Metrics::label(integration);
+        Self {
+            integration: integration.to_string(),
+            responses: Series::default(),
+            attempts: Series::default(),
+            retries: Series::default(),
+            rate_limited: Series::default(),
+            throttled: OnceLock::new(),
+            inflight: families.inflight.get_or_create(&label).clone(),
+            duration: families.request_duration.get_or_create(&label).clone(),
+            circuit: families.circuit_state.get_or_create(&label).clone(),
+            families: families.clone(),
+        }
+    }
+
+    /// `attache_requests_total`: one response to the app.
+    pub fn response(&self, code: ResponseCode) {
+        self.responses.inc(code, |code| {
+            self.families
+                .requests
+                .get_or_create(&CodeLabels {
+                    integration: self.integration.clone(),
+                    code: code.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_upstream_attempts_total`: one attempt's outcome.
+    pub fn attempt(&self, result: AttemptResult) {
+        self.attempts.inc(result, |result| {
+            self.families
+                .upstream_attempts
+                .get_or_create(&ResultLabels {
+                    integration: self.integration.clone(),
+                    result: result.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_retries_total`: one retry, counted when it is sent.
+    pub fn retry(&self, reason: RetryReason) {
+        self.retries.inc(reason, |reason| {
+            self.families
+                .retries
+                .get_or_create(&ReasonLabels {
+                    integration: self.integration.clone(),
+                    reason: reason.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_rate_limited_total`: one attempt held back by the rate gate.
+    pub fn rate_limited(&self, action: RateLimitAction) {
+        self.rate_limited.inc(action, |action| {
+            self.families
+                .rate_limited
+                .get_or_create(&ActionLabels {
+                    integration: self.integration.clone(),
+                    action: action.to_string(),
+                })
+                .clone()
+        });
+    }
+
+    /// `attache_upstream_throttled_total`: one throttling signal from the upstream.
+    pub fn throttled(&self) {
+        self.throttled
+            .get_or_init(|| {
+                self.families
+                    .upstream_throttled
+                    .get_or_create(&Metrics::label(&self.integration))
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// `attache_client_certificate_expiry_timestamp_seconds`.
+    pub fn client_certificate_expiry(&self, unix_seconds: i64) {
+        self.families
+            .client_cert_expiry
+            .get_or_create(&Metrics::label(&self.integration))
+            .set(unix_seconds);
+    }
+}
+
+/// Label values a [`Series`] keeps at hand; more (an upstream answering many distinct status
+/// codes) are still counted, through the family's own map.
+const SLOTS: usize = 16;
+
+/// The counters of one family for one integration, by label value: a handful of values per
+/// family, found by a scan of slots that are filled once and then only read (one atomic load
+/// each, no lock, no hashing).
+struct Series<K> {
+    slots: [OnceLock<(K, Counter)>; SLOTS],
+}
+
+impl<K> Default for Series<K> {
+    fn default() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl<K: LabelValue> Series<K> {
+    /// Increments `key`'s counter; `make` finds it in the family the first time (given the
+    /// label's text).
+    fn inc(&self, key: K, make: impl FnOnce(&str) -> Counter) {
+        for slot in &self.slots {
+            match slot.get() {
+                Some((k, c)) if *k == key => {
+                    c.inc();
+                    return;
+                }
+                Some(_) => continue,
+                None => {
+                    // Two threads may fill two slots with the same key at once: both hold the
+                    // family's one counter for it, so counts stay exact.
+                    let (_, c) = slot.get_or_init(|| (key, make(key.label())));
+                    c.inc();
+                    return;
+                }
+            }
+        }
+        make(key.label()).inc();
     }
 }
 
@@ -195,6 +451,58 @@ mod tests {
             "attache_config_reloads_total{result=\"success\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_integration_handle_counts_each_label_in_its_own_series() {
+        let m = Metrics::new();
+        let h = IntegrationMetrics::new(&m, "pay");
+        h.response(ResponseCode::Upstream(StatusCode::OK));
+        h.response(ResponseCode::Upstream(StatusCode::OK));
+        h.response(ResponseCode::Sidecar("rate_limited"));
+        h.attempt(AttemptResult::of_status(StatusCode::SERVICE_UNAVAILABLE));
+        h.attempt(AttemptResult::ConnectTimeout);
+        h.retry(RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE));
+        h.rate_limited(RateLimitAction::TimedOut);
+        h.throttled();
+        h.throttled();
+        m.config_reload(ReloadResult::Failure);
+        let text = m.encode();
+        for line in [
+            "attache_requests_total{integration=\"pay\",code=\"200\"} 2",
+            "attache_requests_total{integration=\"pay\",code=\"rate_limited\"} 1",
+            "attache_upstream_attempts_total{integration=\"pay\",result=\"5xx\"} 1",
+            "attache_upstream_attempts_total{integration=\"pay\",result=\"connect_timeout\"} 1",
+            "attache_retries_total{integration=\"pay\",reason=\"503\"} 1",
+            "attache_rate_limited_total{integration=\"pay\",action=\"timed_out\"} 1",
+            "attache_upstream_throttled_total{integration=\"pay\"} 2",
+            "attache_config_reloads_total{result=\"failure\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(
+            !text.contains("attache_retries_total{integration=\"pay\",reason=\"reset\"}"),
+            "series appear on first use only"
+        );
+    }
+
+    #[test]
+    fn values_beyond_the_kept_slots_are_still_counted() {
+        let m = Metrics::new();
+        let h = IntegrationMetrics::new(&m, "pay");
+        for round in 0..3 {
+            for code in 200..(200 + SLOTS as u16 + 4) {
+                h.response(ResponseCode::Upstream(StatusCode::from_u16(code).unwrap()));
+            }
+            let text = m.encode();
+            for code in [200, 215, 219] {
+                let line = format!(
+                    "attache_requests_total{{integration=\"pay\",code=\"{code}\"}} {}",
+                    round + 1
+                );
+                assert!(text.contains(&line), "{line} missing in\n{text}");
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The retry budget through the real sidecar: against an upstream that always fails, retries
 //! add at most `ratio` × recent requests + `minPerSecond` × the 10-second window, so an outage
-//! is never amplified `maxAttempts`-fold; refusals are counted as
-//! `attache_retries_total{reason="budget_exhausted"}`.
+//! is never amplified `maxAttempts`-fold. `attache_retries_total` counts only the retries that
+//! were sent; a request whose retry the budget refused says so to the app with
+//! `x-attache-retry-stopped: budget`.
 
 use std::time::{Duration, Instant};
 
@@ -27,19 +28,26 @@ fn policies(ratio: f64) -> serde_json::Value {
 }
 
 /// Sends [`REQUESTS`] sequential GETs to an always-503 upstream; returns (sum of the
-/// `x-attache-attempts` the app saw, how long it took).
-async fn hammer(rig: &Rig) -> (usize, Duration) {
+/// `x-attache-attempts` the app saw, requests whose retries the budget stopped, how long it
+/// took).
+async fn hammer(rig: &Rig) -> (usize, usize, Duration) {
     let started = Instant::now();
-    let mut seen_by_app = 0;
+    let (mut seen_by_app, mut stopped) = (0, 0);
     for i in 0..REQUESTS {
         let resp = rig.get(&format!("/outage/{i}")).await;
         assert_eq!(resp.status, 503, "{}", resp.text());
         assert_eq!(resp.header("x-attache-error"), None, "the upstream's 503");
-        seen_by_app += resp
+        let attempts = resp
             .header("x-attache-attempts")
             .expect("x-attache-attempts")
             .parse::<usize>()
             .unwrap();
+        seen_by_app += attempts;
+        match resp.header("x-attache-retry-stopped") {
+            Some("budget") => stopped += 1,
+            Some(other) => panic!("retries stopped by {other:?}, not the budget"),
+            None => assert_eq!(attempts, 3, "no header only when every attempt was made"),
+        }
     }
     let took = started.elapsed();
     // All retries fall in one window only if the run was shorter than it; on a machine so slow
@@ -48,16 +56,15 @@ async fn hammer(rig: &Rig) -> (usize, Duration) {
         took < WINDOW - Duration::from_secs(1),
         "{REQUESTS} requests took {took:?}: too slow for a one-window budget check"
     );
-    (seen_by_app, took)
+    (seen_by_app, stopped, took)
 }
 
 #[tokio::test]
 async fn always_failing_upstream_gets_no_more_retries_than_the_reserve() {
     let rig = Rig::start(Action::respond(503, "down"), policies(0.0)).await;
-    let (seen_by_app, took) = hammer(&rig).await;
+    let (seen_by_app, refused, took) = hammer(&rig).await;
     let attempts = rig.up().count();
     let retried = rig.retries("503").await;
-    let refused = rig.retries("budget_exhausted").await;
     eprintln!(
         "measurement: ratio 0, minPerSecond 1: {REQUESTS} requests → {attempts} upstream \
          attempts ({retried} retries, {refused} refused by the budget) in {took:?}"
@@ -69,9 +76,14 @@ async fn always_failing_upstream_gets_no_more_retries_than_the_reserve() {
     );
     assert_eq!(attempts, seen_by_app, "x-attache-attempts adds up");
     assert_eq!(attempts as f64, REQUESTS as f64 + retried);
-    assert!(refused > 0.0, "budget_exhausted is counted");
+    assert!(refused > 0, "the budget stopped some retries");
     // Every request either used its two retries or was refused at its first one.
-    assert_eq!(retried / 2.0 + refused, REQUESTS as f64);
+    assert_eq!(retried / 2.0 + refused as f64, REQUESTS as f64);
+    assert_eq!(
+        rig.retries("budget_exhausted").await,
+        0.0,
+        "attache_retries_total counts only retries that were sent"
+    );
     assert_eq!(
         rig.sidecar
             .metric(
@@ -86,9 +98,8 @@ async fn always_failing_upstream_gets_no_more_retries_than_the_reserve() {
 #[tokio::test]
 async fn budget_ratio_lets_retries_grow_with_traffic_but_stay_bounded() {
     let rig = Rig::start(Action::respond(503, "down"), policies(0.5)).await;
-    let (seen_by_app, took) = hammer(&rig).await;
+    let (seen_by_app, refused, took) = hammer(&rig).await;
     let attempts = rig.up().count();
-    let refused = rig.retries("budget_exhausted").await;
     eprintln!(
         "measurement: ratio 0.5, minPerSecond 1: {REQUESTS} requests → {attempts} upstream \
          attempts ({refused} retries refused) in {took:?}"
@@ -103,5 +114,5 @@ async fn budget_ratio_lets_retries_grow_with_traffic_but_stay_bounded() {
         "{attempts} attempts: the ratio added nothing to the reserve"
     );
     assert_eq!(attempts, seen_by_app);
-    assert!(refused > 0.0);
+    assert!(refused > 0);
 }

@@ -13,10 +13,7 @@ use base64::Engine;
 use http::{header, request::Parts, HeaderName, HeaderValue, Uri};
 
 pub use self::oauth2::{OAuth2Client, TokenError};
-use crate::{
-    proxy::errors::{ErrorCode, SidecarError},
-    upstream::UpstreamClient,
-};
+use crate::upstream::UpstreamClient;
 
 /// Why credentials could not be set up from the loaded files.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +26,16 @@ pub enum CredentialError {
     HeaderName(String),
     #[error("oauth2 tokenUrl {0:?} is invalid")]
     TokenUrl(String),
+}
+
+/// Why a credential could not be added to one request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The request's path or query cannot carry the query-parameter credential.
+    #[error("{0}")]
+    Query(&'static str),
+    #[error("could not obtain an OAuth2 token: {0}")]
+    Token(#[from] TokenError),
 }
 
 /// How one integration authenticates, ready to apply to requests.
@@ -117,7 +124,7 @@ impl Credentials {
 
     /// Adds the credential to an outgoing request. Whatever the app sent in `Authorization` (or
     /// the configured header) is removed first: app-held credentials never pass through.
-    pub async fn apply(&self, parts: &mut Parts) -> Result<(), SidecarError> {
+    pub async fn apply(&self, parts: &mut Parts) -> Result<(), ApplyError> {
         match self {
             Credentials::None => Ok(()),
             Credentials::Header { name, value } => {
@@ -128,17 +135,11 @@ impl Credentials {
             Credentials::Query { name, value } => {
                 parts.headers.remove(header::AUTHORIZATION);
                 let v = value.expose_trimmed_str().unwrap_or_default();
-                parts.uri = with_query_param(&parts.uri, name, v)
-                    .map_err(|m| SidecarError::new(ErrorCode::BadRequest, m))?;
+                parts.uri = with_query_param(&parts.uri, name, v).map_err(ApplyError::Query)?;
                 Ok(())
             }
             Credentials::OAuth2(c) => {
-                let value = c.authorization().await.map_err(|e| {
-                    SidecarError::new(
-                        ErrorCode::UpstreamAuth,
-                        format!("could not obtain an OAuth2 token: {e}"),
-                    )
-                })?;
+                let value = c.authorization().await?;
                 parts.headers.insert(header::AUTHORIZATION, value);
                 Ok(())
             }
@@ -154,7 +155,7 @@ fn sensitive(s: String) -> Option<HeaderValue> {
 }
 
 /// `uri` with `name=value` set in its query, dropping any `name` the app sent.
-fn with_query_param(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
+fn with_query_param(uri: &Uri, name: &str, value: &str) -> Result<Uri, &'static str> {
     let mut ser = form_urlencoded::Serializer::new(String::new());
     if let Some(q) = uri.query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
@@ -168,9 +169,9 @@ fn with_query_param(uri: &Uri, name: &str, value: &str) -> Result<Uri, String> {
     let mut p = uri.clone().into_parts();
     p.path_and_query = Some(
         pq.parse()
-            .map_err(|_| "request path cannot carry the query credential".to_string())?,
+            .map_err(|_| "request path cannot carry the query credential")?,
     );
-    Uri::from_parts(p).map_err(|_| "request URI cannot carry the query credential".to_string())
+    Uri::from_parts(p).map_err(|_| "request URI cannot carry the query credential")
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! the single flight), so a burst never stampedes the token endpoint. The fetch goes through
 //! the integration's own client, so its CA bundle and client certificate apply (mTLS-bound
 //! tokens work).
+//!
+//! Times are read from tokio's clock, so paused-time tests drive expiry and refresh.
 
-use std::time::{Duration, Instant};
+use std::{future::Future, time::Duration};
 
 use arc_swap::ArcSwapOption;
 use attache_api::SecretBytes;
@@ -16,6 +18,7 @@ use http::{header, HeaderValue, Method, Request, Uri};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 use crate::{body, clock, upstream::UpstreamClient};
 
@@ -48,6 +51,13 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// The cached token, and the single flight that replaces it.
+#[derive(Default)]
+struct TokenCache {
+    cached: ArcSwapOption<Token>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
 pub struct OAuth2Client {
     client: UpstreamClient,
     token_uri: Uri,
@@ -55,8 +65,7 @@ pub struct OAuth2Client {
     client_secret: SecretBytes,
     scopes: Vec<String>,
     audience: Option<String>,
-    cached: ArcSwapOption<Token>,
-    refresh: tokio::sync::Mutex<()>,
+    cache: TokenCache,
     fetches: std::sync::atomic::AtomicU64,
 }
 
@@ -85,8 +94,7 @@ impl OAuth2Client {
             client_secret,
             scopes,
             audience,
-            cached: ArcSwapOption::empty(),
-            refresh: tokio::sync::Mutex::new(()),
+            cache: TokenCache::default(),
             fetches: Default::default(),
         }
     }
@@ -98,25 +106,7 @@ impl OAuth2Client {
 
     /// The `Authorization` value to send, fetching a token if none is fresh.
     pub async fn authorization(&self) -> Result<HeaderValue, TokenError> {
-        if let Some(v) = self.fresh() {
-            return Ok(v);
-        }
-        let _guard = self.refresh.lock().await;
-        // Someone else may have refreshed while we waited.
-        if let Some(v) = self.fresh() {
-            return Ok(v);
-        }
-        let token = self.fetch().await?;
-        let header = token.header.clone();
-        self.cached.store(Some(Arc::new(token)));
-        Ok(header)
-    }
-
-    fn fresh(&self) -> Option<HeaderValue> {
-        let t = self.cached.load();
-        t.as_ref()
-            .filter(|t| Instant::now() < t.refresh_at)
-            .map(|t| t.header.clone())
+        self.cache.get_or_fetch(|| self.fetch()).await
     }
 
     async fn fetch(&self) -> Result<Token, TokenError> {
@@ -194,17 +184,57 @@ impl OAuth2Client {
                 status: status.as_u16(),
             });
         }
-        let parsed: TokenResponse =
-            serde_json::from_slice(&bytes).map_err(|e| TokenError::BadResponse {
-                url: url.clone(),
-                reason: format!("not a token response ({})", e.classify_name()),
-            })?;
+        Token::parse(&bytes, &url, started)
+    }
+}
+
+// === impl TokenCache ===
+
+impl TokenCache {
+    /// The cached token while it is fresh; otherwise one caller runs `fetch` and the others
+    /// wait for its result.
+    async fn get_or_fetch<F, Fut>(&self, fetch: F) -> Result<HeaderValue, TokenError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Token, TokenError>>,
+    {
+        if let Some(v) = self.fresh() {
+            return Ok(v);
+        }
+        let _guard = self.refresh.lock().await;
+        // Someone else may have refreshed while we waited.
+        if let Some(v) = self.fresh() {
+            return Ok(v);
+        }
+        let token = fetch().await?;
+        let header = token.header.clone();
+        self.cached.store(Some(Arc::new(token)));
+        Ok(header)
+    }
+
+    fn fresh(&self) -> Option<HeaderValue> {
+        let t = self.cached.load();
+        t.as_ref()
+            .filter(|t| Instant::now() < t.refresh_at)
+            .map(|t| t.header.clone())
+    }
+}
+
+// === impl Token ===
+
+impl Token {
+    /// The token in a token endpoint's successful answer, fetched at `fetched`: refreshed
+    /// [`REFRESH_MARGIN`] before `expires_in` runs out (or at 90% of a short lifetime).
+    fn parse(body: &[u8], url: &str, fetched: Instant) -> Result<Token, TokenError> {
+        let bad = |reason: String| TokenError::BadResponse {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed: TokenResponse = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("not a token response ({})", e.classify_name())))?;
         if let Some(tt) = &parsed.token_type {
             if !tt.eq_ignore_ascii_case("bearer") {
-                return Err(TokenError::BadResponse {
-                    url,
-                    reason: format!("token_type {tt:?} is not Bearer"),
-                });
+                return Err(bad(format!("token_type {tt:?} is not Bearer")));
             }
         }
         let lifetime = parsed
@@ -213,18 +243,13 @@ impl OAuth2Client {
             .unwrap_or(DEFAULT_LIFETIME)
             .min(MAX_LIFETIME);
         let margin = REFRESH_MARGIN.min(lifetime / 10);
-        let mut header =
-            HeaderValue::try_from(format!("Bearer {}", parsed.access_token)).map_err(|_| {
-                TokenError::BadResponse {
-                    url: url.clone(),
-                    reason: "access_token is not header-safe".into(),
-                }
-            })?;
+        let mut header = HeaderValue::try_from(format!("Bearer {}", parsed.access_token))
+            .map_err(|_| bad("access_token is not header-safe".into()))?;
         header.set_sensitive(true);
         tracing::debug!(token_url = %url, lifetime_s = lifetime.as_secs(), "fetched OAuth2 token");
         Ok(Token {
             header,
-            refresh_at: clock::after(started, lifetime.saturating_sub(margin)),
+            refresh_at: clock::after(fetched, lifetime.saturating_sub(margin)),
         })
     }
 }
@@ -244,3 +269,7 @@ impl ClassifyName for serde_json::Error {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "oauth2_tests.rs"]
+mod tests;

@@ -1,6 +1,6 @@
 //! Bounds on the connections apps (and anyone who can reach a listener) open to the sidecar:
 //! how long a request head may take to arrive, how long a keep-alive connection may sit idle,
-//! and how many connections a listener holds at once (DESIGN.md, "Timeouts and holds").
+//! and how many connections a listener holds at once (README, "Listeners").
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for its
 //! next request, so it cannot tell a slow head from an idle connection; each connection gets a

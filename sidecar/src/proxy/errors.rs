@@ -1,21 +1,37 @@
 //! The sidecar's own errors and the one place they become HTTP responses.
 //!
+//! Each step of the request path returns its own error type (`RouteError`, `PrepareError`,
+//! `BodyError`, `Refused`, `AttemptError`, `RequestTimeout`); the `From` impls below are the
+//! only place where one becomes an [`ErrorCode`], a status and a `Retry-After`.
+//!
 //! Every response the sidecar makes itself carries `x-attache-error: CODE` and a JSON body
-//! `{"error": CODE, "integration": NAME, "message": ...}` (DESIGN.md), so an app can tell a
-//! sidecar decision from an upstream answer. Messages never include credential values: they are
-//! built from names, addresses and error kinds only.
+//! `{"error": CODE, "integration": NAME, "message": ...}` (README, "Errors the sidecar makes
+//! itself"), so an app can tell a sidecar decision from an upstream answer. Messages never
+//! include credential values: they are built from names, addresses and error kinds only.
 
 use std::time::Duration;
 
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::body::{self, Body};
+use super::{
+    attempt::Refused,
+    prepare::{BodyError, PrepareError},
+    RouteError,
+};
+use crate::{
+    body::{self, Body},
+    credentials::ApplyError,
+    resilience::{ratelimit::LimitCause, retry::Stopped},
+    upstream::{AttemptError, ConnectError},
+};
 
 // `HeaderName` constants, not `&str`: a string key is validated byte by byte on every use.
 pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-attache-error");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-attache-attempts");
+/// Why retrying stopped before `maxAttempts` although `retryOn` lists the failure.
+pub const RETRY_STOPPED_HEADER: HeaderName = HeaderName::from_static("x-attache-retry-stopped");
 
-/// The error codes of DESIGN.md.
+/// The error codes of the README ("Errors the sidecar makes itself").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     CircuitOpen,
@@ -69,7 +85,14 @@ pub struct SidecarError {
     /// The app's connection cannot be reused (its request body was not read): the answer
     /// says `Connection: close`.
     pub close_connection: bool,
+    /// The failure came from an attempt after which retrying stopped early: why.
+    pub retry_stopped: Option<Stopped>,
 }
+
+/// No response head within `timeouts.request` (all attempts and waits together).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no response within the request timeout ({0:?})")]
+pub struct RequestTimeout(pub Duration);
 
 impl SidecarError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -78,7 +101,21 @@ impl SidecarError {
             message: message.into(),
             retry_after: None,
             close_connection: false,
+            retry_stopped: None,
         }
+    }
+
+    /// Says how many attempts failed, when there were several.
+    pub fn after_attempts(mut self, attempts: u32) -> Self {
+        if attempts > 1 {
+            self.message = format!("{} (after {attempts} attempts)", self.message);
+        }
+        self
+    }
+
+    pub fn with_retry_stopped(mut self, stopped: Option<Stopped>) -> Self {
+        self.retry_stopped = stopped;
+        self
     }
 
     pub fn closing(mut self) -> Self {
@@ -89,6 +126,88 @@ impl SidecarError {
     pub fn with_retry_after(mut self, d: Duration) -> Self {
         self.retry_after = Some(d);
         self
+    }
+}
+
+// === the leaf errors of the request path, mapped ===
+
+impl From<RouteError> for SidecarError {
+    fn from(e: RouteError) -> Self {
+        let code = match e {
+            RouteError::NotLoaded | RouteError::UnknownHost(_) => ErrorCode::UnknownDestination,
+            RouteError::Connect | RouteError::NoHost => ErrorCode::BadRequest,
+        };
+        SidecarError::new(code, e.to_string())
+    }
+}
+
+impl From<PrepareError> for SidecarError {
+    fn from(e: PrepareError) -> Self {
+        let message = e.to_string();
+        match e {
+            PrepareError::Check(_) | PrepareError::Path(_) => {
+                SidecarError::new(ErrorCode::BadRequest, message)
+            }
+            PrepareError::CircuitOpen(wait) => {
+                SidecarError::new(ErrorCode::CircuitOpen, message).with_retry_after(wait)
+            }
+            PrepareError::Overloaded(_) => SidecarError::new(ErrorCode::Overloaded, message),
+            PrepareError::Credentials(ApplyError::Query(_)) => {
+                SidecarError::new(ErrorCode::BadRequest, message)
+            }
+            PrepareError::Credentials(ApplyError::Token(_)) => {
+                SidecarError::new(ErrorCode::UpstreamAuth, message)
+            }
+        }
+    }
+}
+
+impl From<BodyError> for SidecarError {
+    fn from(e: BodyError) -> Self {
+        // What is left of the body is unknown: the connection cannot carry another request.
+        SidecarError::new(ErrorCode::BadRequest, e.to_string()).closing()
+    }
+}
+
+impl From<Refused> for SidecarError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::RateLimited(l) => {
+                let why = match l.cause {
+                    LimitCause::Provider => {
+                        "the third party asked us to slow down (Retry-After / X-RateLimit)"
+                    }
+                    LimitCause::RateLimit => "the integration's rate limit is reached",
+                };
+                SidecarError::new(ErrorCode::RateLimited, why).with_retry_after(l.retry_after)
+            }
+            Refused::CircuitOpen(r) => SidecarError::new(
+                ErrorCode::CircuitOpen,
+                "the circuit breaker is open after repeated upstream failures",
+            )
+            .with_retry_after(r.retry_after),
+            Refused::BodySpent => SidecarError::new(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+}
+
+impl From<AttemptError> for SidecarError {
+    fn from(e: AttemptError) -> Self {
+        let code = match &e {
+            AttemptError::Connect(ConnectError::Tls { .. }) | AttemptError::Tls(_) => {
+                ErrorCode::UpstreamTls
+            }
+            AttemptError::Connect(ConnectError::Timeout { .. })
+            | AttemptError::PerTryTimeout(_) => ErrorCode::Timeout,
+            AttemptError::Connect(_) | AttemptError::Reset(_) => ErrorCode::UpstreamConnect,
+        };
+        SidecarError::new(code, e.to_string())
+    }
+}
+
+impl From<RequestTimeout> for SidecarError {
+    fn from(e: RequestTimeout) -> Self {
+        SidecarError::new(ErrorCode::Timeout, e.to_string())
     }
 }
 
@@ -111,6 +230,9 @@ pub fn respond(err: &SidecarError, integration: &str) -> Response<Body> {
     if err.close_connection {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Some(why) = err.retry_stopped {
+        h.insert(RETRY_STOPPED_HEADER, HeaderValue::from_static(why.as_str()));
+    }
     if let Some(d) = err.retry_after {
         let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -119,42 +241,5 @@ pub fn respond(err: &SidecarError, integration: &str) -> Response<Body> {
 }
 
 #[cfg(test)]
-mod tests {
-    use http_body_util::BodyExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn response_carries_code_header_and_json() {
-        let e = SidecarError::new(ErrorCode::CircuitOpen, "breaker open")
-            .with_retry_after(Duration::from_millis(2500));
-        let resp = respond(&e, "stripe");
-        assert_eq!(resp.status(), 503);
-        assert_eq!(resp.headers()[ERROR_HEADER], "circuit_open");
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"], "circuit_open");
-        assert_eq!(v["integration"], "stripe");
-        assert_eq!(v["message"], "breaker open");
-    }
-
-    #[test]
-    fn every_code_has_the_documented_status() {
-        use ErrorCode::*;
-        let table = [
-            (CircuitOpen, 503),
-            (RateLimited, 429),
-            (Overloaded, 503),
-            (Timeout, 504),
-            (UpstreamConnect, 502),
-            (UpstreamTls, 502),
-            (UpstreamAuth, 502),
-            (UnknownDestination, 403),
-            (BadRequest, 400),
-        ];
-        for (code, status) in table {
-            assert_eq!(code.status().as_u16(), status, "{code:?}");
-        }
-    }
-}
+#[path = "errors_tests.rs"]
+mod tests;

@@ -40,6 +40,45 @@ pub struct Rejected {
     pub retry_after: Duration,
 }
 
+/// One admitted attempt: admission and verdict owned together.
+#[must_use = "an admitted attempt records its outcome (dropping the ticket frees a probe)"]
+pub struct Ticket<'a> {
+    breaker: &'a Breaker,
+    kind: Admit,
+}
+
+// === impl Ticket ===
+
+impl std::fmt::Debug for Ticket<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("kind", &self.kind).finish()
+    }
+}
+
+impl Ticket<'_> {
+    /// Normal traffic or a half-open probe.
+    pub fn kind(&self) -> Admit {
+        self.kind
+    }
+
+    /// Records the attempt's outcome; returns the new state if it changed.
+    pub fn record(self, failed: bool) -> Option<CircuitState> {
+        let (breaker, kind) = (self.breaker, self.kind);
+        // Recorded: nothing left for `drop` to do (and no call to it on the hot path).
+        std::mem::forget(self);
+        breaker.record(kind, failed)
+    }
+}
+
+impl Drop for Ticket<'_> {
+    /// Unrecorded: the attempt never went out (or was cancelled); free its probe slot.
+    fn drop(&mut self) {
+        if self.kind == Admit::Probe {
+            self.breaker.release_probe();
+        }
+    }
+}
+
 pub struct Breaker {
     mode: BreakerMode,
     open_duration: Duration,
@@ -115,8 +154,17 @@ impl Breaker {
         }
     }
 
-    /// Asks to send one attempt.
-    pub fn admit(&self) -> Result<Admit, Rejected> {
+    /// Asks to send one attempt. The ticket records the attempt's outcome; a ticket dropped
+    /// unrecorded (the attempt was never sent, or was cancelled) frees its probe slot, so no
+    /// caller can leave the breaker waiting for a verdict that never comes.
+    pub fn admit(&self) -> Result<Ticket<'_>, Rejected> {
+        self.admit_kind().map(|kind| Ticket {
+            breaker: self,
+            kind,
+        })
+    }
+
+    fn admit_kind(&self) -> Result<Admit, Rejected> {
         let now = Instant::now();
         let mut s = self.state.lock().expect("breaker lock");
         self.advance(&mut s, now);
@@ -144,7 +192,7 @@ impl Breaker {
     }
 
     /// Records the outcome of an admitted attempt; returns the new state if it changed.
-    pub fn record(&self, admit: Admit, failed: bool) -> Option<CircuitState> {
+    fn record(&self, admit: Admit, failed: bool) -> Option<CircuitState> {
         let now = Instant::now();
         let mut s = self.state.lock().expect("breaker lock");
         self.advance(&mut s, now);
@@ -224,7 +272,7 @@ impl Breaker {
     }
 
     /// A probe that never produced an outcome (cancelled): let another probe go.
-    pub fn release_probe(&self) {
+    fn release_probe(&self) {
         let mut s = self.state.lock().expect("breaker lock");
         if let State::HalfOpen { in_flight, .. } = &mut *s {
             *in_flight = in_flight.saturating_sub(1);

@@ -20,7 +20,7 @@ async fn gauge_follows_every_transition() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let p = b.admit().unwrap();
     assert_eq!(g.get(), 1);
-    b.record(p, false);
+    p.record(false);
     assert_eq!(g.get(), 0);
 }
 
@@ -38,12 +38,12 @@ fn consecutive(n: u32, open_s: u64, max_s: u64, probes: u32) -> Breaker {
 
 fn fail(b: &Breaker) -> Option<CircuitState> {
     let a = b.admit().expect("admitted");
-    b.record(a, true)
+    a.record(true)
 }
 
 fn ok(b: &Breaker) -> Option<CircuitState> {
     let a = b.admit().expect("admitted");
-    b.record(a, false)
+    a.record(false)
 }
 
 #[tokio::test(start_paused = true)]
@@ -69,20 +69,20 @@ async fn half_open_probe_closes_or_reopens_for_longer() {
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(b.state(), CircuitState::HalfOpen);
     let probe = b.admit().unwrap();
-    assert_eq!(probe, Admit::Probe);
+    assert_eq!(probe.kind(), Admit::Probe);
     assert!(b.admit().is_err(), "only one probe at a time");
-    assert_eq!(b.record(probe, true), Some(CircuitState::Open));
+    assert_eq!(probe.record(true), Some(CircuitState::Open));
     // Second trip: 20 s.
     assert_eq!(b.open_for(), Some(Duration::from_secs(20)));
     tokio::time::advance(Duration::from_secs(20)).await;
     let probe = b.admit().unwrap();
-    b.record(probe, true);
+    probe.record(true);
     // Third trip: 40 s capped at 35 s.
     assert_eq!(b.open_for(), Some(Duration::from_secs(35)));
     tokio::time::advance(Duration::from_secs(35)).await;
     let probe = b.admit().unwrap();
-    assert_eq!(b.record(probe, false), Some(CircuitState::Closed));
-    assert_eq!(b.admit(), Ok(Admit::Closed));
+    assert_eq!(probe.record(false), Some(CircuitState::Closed));
+    assert_eq!(b.admit().map(|t| t.kind()), Ok(Admit::Closed));
     // Closing reset the growth: the next trip is back to 10 s.
     fail(&b);
     assert_eq!(b.open_for(), Some(Duration::from_secs(10)));
@@ -93,11 +93,13 @@ async fn several_probes_must_all_succeed() {
     let b = consecutive(1, 1, 10, 3);
     fail(&b);
     tokio::time::advance(Duration::from_secs(1)).await;
-    let probes: Vec<_> = (0..3).map(|_| b.admit().unwrap()).collect();
+    let mut probes: Vec<_> = (0..3).map(|_| b.admit().unwrap()).collect();
     assert!(b.admit().is_err());
-    assert_eq!(b.record(probes[0], false), None);
-    assert_eq!(b.record(probes[1], false), None);
-    assert_eq!(b.record(probes[2], false), Some(CircuitState::Closed));
+    let last = probes.pop().unwrap();
+    for p in probes {
+        assert_eq!(p.record(false), None);
+    }
+    assert_eq!(last.record(false), Some(CircuitState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,8 +161,16 @@ async fn cancelled_probe_lets_another_go() {
     let b = consecutive(1, 1, 10, 1);
     fail(&b);
     tokio::time::advance(Duration::from_secs(1)).await;
-    let _p = b.admit().unwrap();
+    let p = b.admit().unwrap();
     assert!(b.admit().is_err());
-    b.release_probe();
-    assert_eq!(b.admit(), Ok(Admit::Probe));
+    drop(p);
+    assert_eq!(b.admit().map(|t| t.kind()), Ok(Admit::Probe));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_ticket_dropped_unrecorded_changes_nothing() {
+    let b = consecutive(1, 1, 10, 1);
+    drop(b.admit().unwrap());
+    assert_eq!(b.state(), CircuitState::Closed);
+    assert_eq!(fail(&b), Some(CircuitState::Open));
 }

@@ -1,6 +1,7 @@
 //! Resilience policies, one instance per integration: circuit breaker, rate gate (limit +
-//! provider backpressure), bulkhead, retry budget; plus the pure pieces the request path uses
-//! to decide retries (backoff, Retry-After, retry rules, replay buffer).
+//! provider backpressure), bulkhead, retry budget; plus what the request path uses to decide
+//! retries: the `Retrying` state machine and its rules (`retry`), backoff, Retry-After, the
+//! replay buffer.
 //!
 //! Policy state (breaker, limiter, budget) survives a reload that leaves the policy config
 //! unchanged, so rotating a credential does not reset an open circuit or refill a rate limit.

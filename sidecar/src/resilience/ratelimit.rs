@@ -24,7 +24,7 @@ use governor::{
 };
 use tokio::time::Instant;
 
-use crate::clock;
+use crate::{clock, metrics::LabelValue};
 
 type Gcra =
     governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
@@ -45,10 +45,40 @@ impl Clock for TokioClock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     pub retry_after: Duration,
-    /// `rejected` (onLimit: reject) or `timed_out` (queued past maxQueueWait).
-    pub action: &'static str,
-    /// `rate_limit` or `provider` (a backpressure hold).
-    pub cause: &'static str,
+    /// `Rejected` (onLimit: reject) or `TimedOut` (queued past maxQueueWait).
+    pub action: RateLimitAction,
+    pub cause: LimitCause,
+}
+
+/// What the gate did with a request it could not admit at once (the `action` label of
+/// `attache_rate_limited_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAction {
+    /// Waited in line, then admitted.
+    Queued,
+    /// Refused at once (`onLimit: reject`).
+    Rejected,
+    /// Waited in line past `maxQueueWait` (or the request's deadline), then refused.
+    TimedOut,
+}
+
+impl LabelValue for RateLimitAction {
+    fn label(&self) -> &str {
+        match self {
+            RateLimitAction::Queued => "queued",
+            RateLimitAction::Rejected => "rejected",
+            RateLimitAction::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Which limit shut the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitCause {
+    /// The integration's own `rateLimit`.
+    RateLimit,
+    /// A hold the provider asked for (Retry-After, X-RateLimit-*).
+    Provider,
 }
 
 /// How a request got through.
@@ -125,8 +155,8 @@ impl RateGate {
                 Some(wait) if self.on_limit == OnLimit::Reject => {
                     return Err(Limited {
                         retry_after: wait,
-                        action: "rejected",
-                        cause: "rate_limit",
+                        action: RateLimitAction::Rejected,
+                        cause: LimitCause::RateLimit,
                     })
                 }
                 Some(_) => {}
@@ -135,15 +165,15 @@ impl RateGate {
             if let Some(hold) = self.hold_remaining(now) {
                 return Err(Limited {
                     retry_after: hold,
-                    action: "rejected",
-                    cause: "provider",
+                    action: RateLimitAction::Rejected,
+                    cause: LimitCause::Provider,
                 });
             }
             if let Some(wait) = self.try_take() {
                 return Err(Limited {
                     retry_after: wait,
-                    action: "rejected",
-                    cause: "rate_limit",
+                    action: RateLimitAction::Rejected,
+                    cause: LimitCause::RateLimit,
                 });
             }
             return Ok(Admitted::Immediately);
@@ -167,12 +197,12 @@ impl RateGate {
         let _dequeue = Dequeue(&self.queued);
         let timed_out = |cause, retry_after| Limited {
             retry_after,
-            action: "timed_out",
+            action: RateLimitAction::TimedOut,
             cause,
         };
         let Ok(_turn) = tokio::time::timeout_at(deadline, self.queue.lock()).await else {
             return Err(timed_out(
-                "rate_limit",
+                LimitCause::RateLimit,
                 self.max_wait.max(Duration::from_secs(1)),
             ));
         };
@@ -180,7 +210,7 @@ impl RateGate {
             let now = Instant::now();
             if let Some(hold) = self.hold_remaining(now) {
                 if hold > deadline.saturating_duration_since(now) {
-                    return Err(timed_out("provider", hold));
+                    return Err(timed_out(LimitCause::Provider, hold));
                 }
                 tokio::time::sleep(hold).await;
                 continue;
@@ -188,7 +218,7 @@ impl RateGate {
             match self.try_take() {
                 None => return Ok(Admitted::AfterQueueing(started.elapsed())),
                 Some(wait) if wait > deadline.saturating_duration_since(now) => {
-                    return Err(timed_out("rate_limit", wait));
+                    return Err(timed_out(LimitCause::RateLimit, wait));
                 }
                 Some(wait) => tokio::time::sleep(wait).await,
             }

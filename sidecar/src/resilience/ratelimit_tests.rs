@@ -28,7 +28,7 @@ async fn burst_then_reject_with_retry_after() {
         assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
     }
     let limited = g.acquire(far()).await.unwrap_err();
-    assert_eq!(limited.action, "rejected");
+    assert_eq!(limited.action, RateLimitAction::Rejected);
     assert_eq!(limited.retry_after, Duration::from_millis(100));
     tokio::time::advance(Duration::from_millis(100)).await;
     assert_eq!(g.acquire(far()).await, Ok(Admitted::Immediately));
@@ -62,7 +62,7 @@ async fn queue_mode_waits_in_order_and_bounds_the_wait() {
         Ok(Admitted::AfterQueueing(Duration::from_millis(200)))
     );
     for (_, r, _) in &results[2..] {
-        assert_eq!(r.unwrap_err().action, "timed_out");
+        assert_eq!(r.unwrap_err().action, RateLimitAction::TimedOut);
     }
 }
 
@@ -84,7 +84,10 @@ async fn provider_hold_pauses_everyone_even_without_a_limit() {
     // A hold longer than the queue wait is refused at once with the hold's remaining time.
     g.hold_for(Duration::from_secs(10));
     let l = g.acquire(far()).await.unwrap_err();
-    assert_eq!((l.action, l.cause), ("timed_out", "provider"));
+    assert_eq!(
+        (l.action, l.cause),
+        (RateLimitAction::TimedOut, LimitCause::Provider)
+    );
     assert_eq!(l.retry_after, Duration::from_secs(10));
 }
 
@@ -93,7 +96,10 @@ async fn reject_mode_rejects_during_a_hold() {
     let g = gate(100, 1000, 10, OnLimit::Reject, 0);
     g.hold_for(Duration::from_secs(3));
     let l = g.acquire(far()).await.unwrap_err();
-    assert_eq!((l.action, l.cause), ("rejected", "provider"));
+    assert_eq!(
+        (l.action, l.cause),
+        (RateLimitAction::Rejected, LimitCause::Provider)
+    );
     assert_eq!(l.retry_after, Duration::from_secs(3));
 }
 
@@ -125,7 +131,10 @@ async fn a_hold_longer_than_the_request_may_wait_is_refused_at_once() {
     g.hold_for(Duration::from_secs(3));
     let start = Instant::now();
     let l = g.acquire(start + Duration::from_secs(1)).await.unwrap_err();
-    assert_eq!((l.action, l.cause), ("timed_out", "provider"));
+    assert_eq!(
+        (l.action, l.cause),
+        (RateLimitAction::TimedOut, LimitCause::Provider)
+    );
     assert_eq!(l.retry_after, Duration::from_secs(3));
     assert_eq!(start.elapsed(), Duration::ZERO, "no pointless wait");
 }

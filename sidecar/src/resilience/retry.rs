@@ -1,37 +1,32 @@
-//! Whether a failed attempt may be retried: pure decisions, no I/O.
+//! Retries: the pure rules (README, "Configuration reference", `spec.retry.*`), and [`Retrying`], the small state
+//! machine that decides, after each attempt, whether the request goes out again and after what
+//! delay, or why it stops.
 //!
-//! The rule (DESIGN.md): an attempt that never reached the upstream may be retried whatever its
-//! method; one that was sent is retried only if its method is idempotent or it carries the
-//! idempotency-key header. Only failures listed in `retryOn` are retried at all.
+//! The rules, in the order they are checked:
+//! 1. only failures listed in `retryOn` are retried at all (`5xx` stands for every 5xx);
+//! 2. at most `maxAttempts` attempts in all, the first included;
+//! 3. an attempt that never reached the upstream (connect failure) may be retried whatever its
+//!    method; one that was sent only if its method is idempotent (GET, HEAD, OPTIONS, PUT,
+//!    DELETE) or it carries the idempotency-key header;
+//! 4. a body larger than the replay buffer was streamed once and is not sent again;
+//! 5. `Retry-After` (when `respectRetryAfter`) sets the delay, and past `maxRetryAfter` the
+//!    response goes back as it is; otherwise exponential backoff with full jitter;
+//! 6. no retry whose delay would end past the request's deadline (`timeouts.request`);
+//! 7. the retry budget (`ratio` of recent requests + `minPerSecond`) must allow it.
+//!
+//! When the next attempt is then refused by the rate gate or the breaker, the app gets the
+//! last attempt's answer (`proxy/respond.rs`). Whenever retrying stops before `maxAttempts`
+//! although `retryOn` lists the failure, [`Stopped`] says why (`x-attache-retry-stopped`).
 
 use std::time::Duration;
 
 use attache_api::config::{RetryConfig, RetryOn};
 use http::{Method, StatusCode};
+use rand::Rng;
+use tokio::time::Instant;
 
-/// What one attempt produced, as far as retrying is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Status(StatusCode),
-    /// No connection was made (refused, unreachable, connect timeout, reset during handshake).
-    ConnectFailure,
-    /// The TLS handshake was refused (bad certificate): retrying cannot help.
-    TlsFailure,
-    /// Sent, then the connection broke before a response.
-    Reset,
-    /// Sent, no response head within the per-try timeout.
-    Timeout,
-}
-
-impl AttemptOutcome {
-    /// Whether this outcome counts against the upstream's health (circuit breaker).
-    pub fn is_failure(self) -> bool {
-        match self {
-            AttemptOutcome::Status(s) => s.is_server_error(),
-            _ => true,
-        }
-    }
-}
+use super::{backoff, budget::RetryBudget};
+use crate::{metrics::LabelValue, upstream::AttemptOutcome};
 
 /// Why an attempt is retried (the `reason` label of `attache_retries_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,39 +37,177 @@ pub enum RetryReason {
     Status(StatusCode),
 }
 
-impl RetryReason {
-    pub fn label(self) -> String {
+impl LabelValue for RetryReason {
+    fn label(&self) -> &str {
         match self {
-            RetryReason::ConnectFailure => "connect-failure".into(),
-            RetryReason::Reset => "reset".into(),
-            RetryReason::Timeout => "timeout".into(),
-            RetryReason::Status(s) => s.as_u16().to_string(),
+            RetryReason::ConnectFailure => "connect-failure",
+            RetryReason::Reset => "reset",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Status(s) => s.as_str(),
         }
     }
 }
 
-/// Whether an attempt with this outcome may be retried, ignoring attempt counts and budget.
+/// Why retrying stopped before `maxAttempts` although `retryOn` lists the last failure (the
+/// value of the `x-attache-retry-stopped` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The request was sent and may not be sent twice (no idempotent method, no key).
+    NotIdempotent,
+    /// The request body was larger than the replay buffer: it was streamed once.
+    BodyNotReplayable,
+    /// The upstream's `Retry-After` is longer than `maxRetryAfter`.
+    RetryAfter,
+    /// The delay before the next attempt would end past the request timeout.
+    Deadline,
+    /// The retry budget is spent.
+    Budget,
+    /// The rate gate refused the next attempt (the integration's limit or a provider hold).
+    RateLimit,
+    /// The circuit breaker refused the next attempt.
+    CircuitOpen,
+}
+
+impl Stopped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stopped::NotIdempotent => "not_idempotent",
+            Stopped::BodyNotReplayable => "body_not_replayable",
+            Stopped::RetryAfter => "retry_after",
+            Stopped::Deadline => "deadline",
+            Stopped::Budget => "budget",
+            Stopped::RateLimit => "rate_limit",
+            Stopped::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Send another attempt after `delay`.
+    Retry {
+        reason: RetryReason,
+        delay: Duration,
+    },
+    /// Give this attempt's answer to the app; `Some` when retrying stopped early.
+    Done(Option<Stopped>),
+}
+
+/// The retry state of one request: attempts sent, the retry that is due, the deadline. The
+/// request is deposited in the budget when retrying starts, and each retry withdraws from it
+/// here and nowhere else.
+pub struct Retrying<'a> {
+    cfg: &'a RetryConfig,
+    budget: &'a RetryBudget,
+    /// The request may be sent again after it reached the upstream (rule 3).
+    resend_safe: bool,
+    deadline: Instant,
+    attempts: u32,
+    due: Option<RetryReason>,
+}
+
+// === impl Retrying ===
+
+impl<'a> Retrying<'a> {
+    /// Starts retrying for one request (counting it in the budget).
+    pub fn start(
+        cfg: &'a RetryConfig,
+        budget: &'a RetryBudget,
+        resend_safe: bool,
+        deadline: Instant,
+    ) -> Self {
+        budget.deposit();
+        Self {
+            cfg,
+            budget,
+            resend_safe,
+            deadline,
+            attempts: 0,
+            due: None,
+        }
+    }
+
+    /// An attempt is being sent: counts it, and returns its retry reason when it is a retry.
+    pub fn sending(&mut self) -> Option<RetryReason> {
+        self.attempts += 1;
+        self.due.take()
+    }
+
+    /// Attempts sent so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Decides after an attempt with `outcome`: `retry_after` is the response's `Retry-After`,
+    /// `replayable` whether the request body can be sent again; `rng` gives the backoff's
+    /// jitter, only when a backoff is due.
+    pub fn after<R: Rng>(
+        &mut self,
+        outcome: AttemptOutcome,
+        retry_after: Option<Duration>,
+        replayable: bool,
+        rng: impl FnOnce() -> R,
+    ) -> Next {
+        let Some(reason) = listed(self.cfg, outcome) else {
+            return Next::Done(None);
+        };
+        if self.attempts >= self.cfg.max_attempts.max(1) {
+            return Next::Done(None);
+        }
+        if outcome.was_sent() && !self.resend_safe {
+            return Next::Done(Some(Stopped::NotIdempotent));
+        }
+        if !replayable {
+            return Next::Done(Some(Stopped::BodyNotReplayable));
+        }
+        let delay = match retry_after_decision(self.cfg, retry_after) {
+            RetryAfterDecision::Wait(d) => d,
+            RetryAfterDecision::GiveUp => return Next::Done(Some(Stopped::RetryAfter)),
+            RetryAfterDecision::Backoff => backoff::delay(
+                self.attempts,
+                self.cfg.backoff_base.as_duration(),
+                self.cfg.backoff_max.as_duration(),
+                &mut rng(),
+            ),
+        };
+        if delay >= self.deadline.saturating_duration_since(Instant::now()) {
+            return Next::Done(Some(Stopped::Deadline));
+        }
+        if !self.budget.try_withdraw() {
+            return Next::Done(Some(Stopped::Budget));
+        }
+        self.due = Some(reason);
+        Next::Retry { reason, delay }
+    }
+}
+
+/// The retry reason when `retryOn` lists this outcome (rule 1).
+pub fn listed(cfg: &RetryConfig, outcome: AttemptOutcome) -> Option<RetryReason> {
+    let on = |r: RetryOn| cfg.retry_on.contains(&r);
+    match outcome {
+        AttemptOutcome::ConnectFailure if on(RetryOn::ConnectFailure) => {
+            Some(RetryReason::ConnectFailure)
+        }
+        AttemptOutcome::Reset if on(RetryOn::Reset) => Some(RetryReason::Reset),
+        AttemptOutcome::Timeout if on(RetryOn::Timeout) => Some(RetryReason::Timeout),
+        AttemptOutcome::Status(s)
+            if on(RetryOn::Status(s.as_u16())) || (s.is_server_error() && on(RetryOn::Any5xx)) =>
+        {
+            Some(RetryReason::Status(s))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an attempt with this outcome may be retried, ignoring attempt counts, budget and
+/// delays (rules 1 and 3).
 pub fn retry_reason(
     cfg: &RetryConfig,
     outcome: AttemptOutcome,
-    replayable_request: bool,
+    resend_safe: bool,
 ) -> Option<RetryReason> {
-    let listed = |r: RetryOn| cfg.retry_on.contains(&r);
-    let (reason, sent) = match outcome {
-        AttemptOutcome::ConnectFailure if listed(RetryOn::ConnectFailure) => {
-            (RetryReason::ConnectFailure, false)
-        }
-        AttemptOutcome::Reset if listed(RetryOn::Reset) => (RetryReason::Reset, true),
-        AttemptOutcome::Timeout if listed(RetryOn::Timeout) => (RetryReason::Timeout, true),
-        AttemptOutcome::Status(s)
-            if listed(RetryOn::Status(s.as_u16()))
-                || (s.is_server_error() && listed(RetryOn::Any5xx)) =>
-        {
-            (RetryReason::Status(s), true)
-        }
-        _ => return None,
-    };
-    (!sent || replayable_request).then_some(reason)
+    listed(cfg, outcome).filter(|_| !outcome.was_sent() || resend_safe)
 }
 
 /// Whether a request that reached the upstream may be sent again.
@@ -114,114 +247,5 @@ pub fn retry_after_decision(
 }
 
 #[cfg(test)]
-mod tests {
-    use attache_api::KubeDuration;
-
-    use super::*;
-
-    fn cfg(retry_on: &[RetryOn]) -> RetryConfig {
-        RetryConfig {
-            max_attempts: 3,
-            backoff_base: KubeDuration::from_millis(100),
-            backoff_max: KubeDuration::from_secs(10),
-            retry_on: retry_on.to_vec(),
-            respect_retry_after: true,
-            max_retry_after: KubeDuration::from_secs(30),
-            idempotency_header: "Idempotency-Key".into(),
-            generate_idempotency_key: false,
-            budget_ratio: 0.2,
-            budget_min_per_second: 10,
-            replay_buffer_bytes: 65536,
-        }
-    }
-
-    #[test]
-    fn never_sent_is_retried_even_when_not_replay_safe() {
-        let c = cfg(&[RetryOn::ConnectFailure]);
-        assert_eq!(
-            retry_reason(&c, AttemptOutcome::ConnectFailure, false),
-            Some(RetryReason::ConnectFailure)
-        );
-        assert_eq!(retry_reason(&c, AttemptOutcome::TlsFailure, true), None);
-    }
-
-    #[test]
-    fn sent_failures_need_a_safe_request() {
-        let c = cfg(&[RetryOn::Reset, RetryOn::Timeout, RetryOn::Status(503)]);
-        let s503 = AttemptOutcome::Status(StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(retry_reason(&c, s503, false), None);
-        assert!(retry_reason(&c, s503, true).is_some());
-        assert_eq!(retry_reason(&c, AttemptOutcome::Reset, false), None);
-        assert_eq!(
-            retry_reason(&c, AttemptOutcome::Timeout, true),
-            Some(RetryReason::Timeout)
-        );
-        assert_eq!(
-            retry_reason(&c, AttemptOutcome::Status(StatusCode::BAD_GATEWAY), true),
-            None,
-            "502 is not listed"
-        );
-    }
-
-    #[test]
-    fn five_xx_class_matches_every_server_error_only() {
-        let c = cfg(&[RetryOn::Any5xx]);
-        assert!(retry_reason(
-            &c,
-            AttemptOutcome::Status(StatusCode::INTERNAL_SERVER_ERROR),
-            true
-        )
-        .is_some());
-        assert!(retry_reason(
-            &c,
-            AttemptOutcome::Status(StatusCode::TOO_MANY_REQUESTS),
-            true
-        )
-        .is_none());
-    }
-
-    #[test]
-    fn idempotent_methods_and_keys() {
-        for m in [
-            Method::GET,
-            Method::HEAD,
-            Method::OPTIONS,
-            Method::PUT,
-            Method::DELETE,
-        ] {
-            assert!(safe_to_resend(&m, false), "{m}");
-        }
-        assert!(!safe_to_resend(&Method::POST, false));
-        assert!(!safe_to_resend(&Method::PATCH, false));
-        assert!(safe_to_resend(&Method::POST, true));
-    }
-
-    #[test]
-    fn retry_after_is_capped() {
-        let c = cfg(&[]);
-        assert_eq!(
-            retry_after_decision(&c, Some(Duration::from_secs(1))),
-            RetryAfterDecision::Wait(Duration::from_secs(1))
-        );
-        assert_eq!(
-            retry_after_decision(&c, Some(Duration::from_secs(31))),
-            RetryAfterDecision::GiveUp
-        );
-        assert_eq!(retry_after_decision(&c, None), RetryAfterDecision::Backoff);
-        let mut ignore = cfg(&[]);
-        ignore.respect_retry_after = false;
-        assert_eq!(
-            retry_after_decision(&ignore, Some(Duration::from_secs(99))),
-            RetryAfterDecision::Backoff
-        );
-    }
-
-    #[test]
-    fn only_5xx_and_transport_errors_are_breaker_failures() {
-        assert!(AttemptOutcome::Status(StatusCode::SERVICE_UNAVAILABLE).is_failure());
-        assert!(!AttemptOutcome::Status(StatusCode::TOO_MANY_REQUESTS).is_failure());
-        assert!(!AttemptOutcome::Status(StatusCode::NOT_FOUND).is_failure());
-        assert!(AttemptOutcome::Timeout.is_failure());
-        assert!(AttemptOutcome::ConnectFailure.is_failure());
-    }
-}
+#[path = "retry_tests.rs"]
+mod tests;
