@@ -1,6 +1,6 @@
 //! Reading ExternalIntegrations from YAML files (multi-document, other kinds skipped).
 //!
-//! As strict as the API server (DESIGN.md, "Kubernetes versions and strictness"): a field the
+//! As strict as the API server (README, "Local mode"): a field the
 //! type does not know is an error naming it, never silently ignored (a misspelt
 //! `maxAtempts` would otherwise serve the default, a mis-indented `apiKey` no credentials at
 //! all); `metadata.name` and `metadata.namespace` follow Kubernetes' naming rules; and every

@@ -2,7 +2,7 @@
 //!
 //! Optional fields stay `Option` here so that what the user wrote can be told apart from a
 //! default; [`crate::defaults`] fills them in and [`crate::render`] turns the result into the
-//! sidecar's config. Field names are fixed by DESIGN.md.
+//! sidecar's config. Field names are the public API (README, "Configuration reference").
 //!
 //! # Validation at `kubectl apply`
 //!

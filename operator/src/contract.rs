@@ -1,5 +1,5 @@
 //! The names the controller and the admission webhook share, and that users, dashboards and
-//! scripts see (DESIGN.md, "What the operator produces" and "Injection").
+//! scripts see (README, "Install with Helm" and "Your first integration"; ARCHITECTURE.md lists where each is defined).
 //!
 //! The webhook writes some of them on every pod it injects and the controller reads them back
 //! (it counts the pods of each integration by them); the controller generates the objects

@@ -1,8 +1,19 @@
-//! The Attaché operator as a library: the offline subcommands (`crd`, `validate`, `render`),
-//! the controller with its leader election and metrics (`run`), the admission webhook, and the
-//! names the two share (`contract`).
-//! `main.rs` only parses arguments and maps the
-//! result to an exit code, so everything here is testable without spawning the binary.
+//! The Attaché operator as a library; `main.rs` only parses arguments and maps the result to
+//! an exit code, so everything here is testable without spawning the binary. ARCHITECTURE.md
+//! at the repository's root walks through the reconcile and admission paths.
+//!
+//! - [`cli`]: the subcommands and their arguments (`run`, `crd`, `validate`, `render`,
+//!   `inject`, `check`); [`run`]: the long-running process (controller, webhook, `/metrics`,
+//!   `/healthz`, `/readyz`) and its shutdown.
+//! - [`controller`]: reconciles ExternalIntegrations into the generated ConfigMap and Secret,
+//!   status, Events and pod counts; [`leader`]: Lease-based leader election.
+//! - [`admission`]: the mutating webhook (selection rules, the sidecar and its patch, the
+//!   serving certificate in `certs`); [`inject`]: the same mutation offline.
+//! - [`contract`]: the names the controller and the webhook share.
+//! - [`render`]: spec + Secrets into sidecar config files; [`validate`]: the CRD's schema and
+//!   rules offline; [`manifests`]: reading YAML/JSON inputs; [`crd`]: the CRD, generated.
+//! - [`check`]: the health questions `attache-operator check` asks a cluster.
+//! - [`rbac`]: every API call the operator makes, as RBAC sees it; [`metrics`]: its families.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

@@ -196,7 +196,7 @@ impl Rig {
 }
 
 /// Asserts that `resp` is an error the sidecar made itself for integration [`NAME`]: `status`,
-/// `x-attache-error: code`, and the JSON body of DESIGN.md naming the code and the integration.
+/// `x-attache-error: code`, and the JSON body the README documents naming the code and the integration.
 pub fn assert_sidecar_error(resp: &Response, status: u16, code: &str) {
     assert_sidecar_error_for(resp, status, code, NAME);
 }

@@ -606,7 +606,7 @@ pub fn proc_memory(pid: u32) -> Option<Memory> {
 
 // === Assertions ===
 
-/// Asserts that `resp` is an error the sidecar made itself (DESIGN.md): `status`,
+/// Asserts that `resp` is an error the sidecar made itself (README, "Errors the sidecar makes itself"): `status`,
 /// `x-attache-error: code`, and the JSON body naming the code and `integration`.
 pub fn assert_sidecar_error_for(resp: &Response, status: u16, code: &str, integration: &str) {
     assert_eq!(

@@ -12,7 +12,7 @@ use attache_tests::{
 };
 use serde_json::{json, Value};
 
-/// DESIGN.md: an edited manifest or secret file takes effect within 2 s.
+/// README, "Local mode": an edited manifest or secret file takes effect within 2 s.
 const RELOAD_BOUND: Duration = Duration::from_secs(2);
 /// How long to keep looking before declaring a change never applied (reported with timing).
 const GIVE_UP: Duration = Duration::from_secs(15);

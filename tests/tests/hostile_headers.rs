@@ -1,5 +1,5 @@
 //! Throttling headers a careless or hostile third party may send, through the real sidecar
-//! (DESIGN.md, "Timeouts and holds"): no value can stop, freeze or crash the sidecar, and every
+//! (README, "Configuration reference": every hold is bounded by retry.maxRetryAfter): no value can stop, freeze or crash the sidecar, and every
 //! hold a header asks for is bounded by `retry.maxRetryAfter`.
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! Slow, idle and too many clients, through the real sidecar (DESIGN.md, "Timeouts and
-//! holds"): a request head must arrive within `--header-timeout`, idle keep-alive connections
+//! Slow, idle and too many clients, through the real sidecar (README, "Listeners"):
+//! a request head must arrive within `--header-timeout`, idle keep-alive connections
 //! close after `--idle-timeout`, each listener holds at most `--max-connections`, and the admin
 //! listener keeps answering when the others are full, even at the open-files limit.
 

@@ -1,4 +1,4 @@
-//! Idempotency through the real sidecar (DESIGN.md): a POST or PATCH that reached the upstream
+//! Idempotency through the real sidecar (README): a POST or PATCH that reached the upstream
 //! is sent again only when it carries the idempotency-key header, whether the app set it or the
 //! sidecar generated it (`generate: true`), and the key stays the same on every attempt, so a
 //! retried payment is never charged twice. Bodies beyond the replay buffer are sent once.

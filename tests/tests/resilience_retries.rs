@@ -1,5 +1,5 @@
 //! Retries through the real sidecar: status sequences retried to success, the sent / never-sent
-//! rule of DESIGN.md (a reset after the request went out is retried only for idempotent
+//! rule of the README (a reset after the request went out is retried only for idempotent
 //! requests; a refused connection is retried whatever the method), only `retryOn` failures
 //! retried, `maxAttempts` honoured, and `attache_retries_total{reason}` counting each retry.
 

@@ -1,4 +1,4 @@
-//! `Retry-After` through the real sidecar (DESIGN.md): seconds or an HTTP date set the delay
+//! `Retry-After` through the real sidecar (README): seconds or an HTTP date set the delay
 //! before the next attempt, capped by `retry.maxRetryAfter`; past the cap the response goes
 //! back to the app as it is. The upstream's arrival times (`Observed::at`) prove the waits.
 

@@ -1,7 +1,7 @@
 //! Sidecar injection: the mutating admission webhook for pods.
 //!
 //! - [`mutate`]: the pure decision, pod + namespace + its integrations + settings → a JSON patch,
-//!   a denial, or nothing to do. Everything DESIGN.md's "Injection" section says lives there.
+//!   a denial, or nothing to do. Every injection rule the README states lives there.
 //! - [`review`]: one AdmissionReview body in, one out (no I/O), built on [`mutate`].
 //! - [`view`]: what the webhook knows about the cluster (namespace labels, integrations), read
 //!   from in-memory caches kept by watches, so an admission never calls the API server.

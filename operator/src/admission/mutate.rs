@@ -1,7 +1,7 @@
 //! The injection decision: a pure function of the pod, its namespace, the namespace's
 //! ExternalIntegrations and the injector settings.
 //!
-//! Rules (DESIGN.md, "Injection"), in the order they are applied:
+//! Rules (README, "Your first integration"), in the order they are applied:
 //! 1. `kube-system` and the operator's namespace are never injected.
 //! 2. A pod that already carries the sidecar (or the `attache.dev/injected` label) is left
 //!    alone: injecting twice is a no-op.
