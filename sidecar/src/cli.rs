@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve integrations: rendered configs (--config-dir) or manifests (--manifest).
     Run(Box<RunArgs>),
+    /// Print what the sidecar would send for one request, without sending it or reading a
+    /// Secret: the integration chosen, the upstream URL, the headers (credentials shown as
+    /// where they come from) and the policies that apply.
+    Explain(crate::explain::ExplainArgs),
     /// Run the whole data path locally against a flaky mTLS "third party" and report.
     #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),

@@ -21,6 +21,7 @@
 //!   token cache).
 //! - [`upstream`]: connections to the third party: `connector` (TCP + TLS), `tls` (rustls
 //!   config), `pool` (kept-alive connections), `failure` (what a failed attempt means).
+//! - [`explain`]: `attache-sidecar explain`, what would be sent for one request.
 //! - [`metrics`]: the Prometheus families and the per-integration handle with typed labels.
 //! - [`body`], [`clock`]: the body type and overflow-free deadlines.
 //! - `demo`: `attache-sidecar demo`, the whole data path against a local flaky third party
@@ -37,6 +38,7 @@ pub mod config;
 pub mod credentials;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod explain;
 pub mod integration;
 pub mod metrics;
 pub mod proxy;

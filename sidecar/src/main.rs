@@ -15,6 +15,16 @@ fn main() -> ExitCode {
     init_logging(&cli);
     attache_sidecar::init_crypto();
     let threads = match &cli.command {
+        // Synchronous: no runtime, no listener, no Secret read.
+        Command::Explain(args) => {
+            return match attache_sidecar::explain::run(args, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("attache-sidecar explain: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Command::Run(r) => r.worker_threads.unwrap_or_else(default_worker_threads),
         #[cfg(feature = "demo")]
         Command::Demo(_) => 2,
@@ -43,6 +53,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(args) => run(*args).await,
+            Command::Explain(_) => Ok(()), // answered before the runtime started
             #[cfg(feature = "demo")]
             Command::Demo(args) => attache_sidecar::demo::run(args).await,
         }

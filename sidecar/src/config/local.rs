@@ -60,7 +60,7 @@ pub(super) fn load(
 /// The manifest files named: a directory stands for every `*.yaml` and `*.yml` file in it
 /// (not its subdirectories, not hidden files), in name order. A directory that cannot be read
 /// goes to `errors`.
-fn manifest_files(named: &[PathBuf], errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+pub(crate) fn manifest_files(named: &[PathBuf], errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in named {
         if !path.is_dir() {

@@ -8,6 +8,8 @@
 
 mod dir;
 mod local;
+
+pub(crate) use local::manifest_files;
 pub mod watch;
 
 use std::{
@@ -132,7 +134,7 @@ impl ConfigSource {
 
 /// A manifest or config file: a regular file of at most 1 MiB (as Kubernetes caps a
 /// ConfigMap); a FIFO, a device or a huge file is refused with a message, never read.
-fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     use attache_api::fs::{read_regular_capped, DirSourceError};
     // The operating system's own words for a missing or unreadable path.
     std::fs::metadata(path).map_err(|source| LoadError::Io {
