@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     duration::KubeDuration,
-    spec::{OnLimit, RateLimitScope},
+    spec::{LlmProvider, OnLimit, RateLimitScope},
 };
 
 /// The `apiVersion` of this format.
@@ -82,6 +82,8 @@ pub struct SidecarConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     pub concurrency: ConcurrencyConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmConfig>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,6 +337,30 @@ pub struct ConcurrencyConfig {
     /// Beyond `maxInFlight`: `reject` answers 503 `overloaded`, `queue` waits up to `maxQueueWait`.
     pub on_limit: OnLimit,
     pub max_queue_wait: KubeDuration,
+}
+
+/// An LLM provider's token accounting and budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    /// The budget as written, for the whole integration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+    /// Pods the budget is divided among (1 unless `rateLimit.scope` shares it).
+    pub pods: u32,
+    pub default_max_tokens: u32,
+    /// Over budget: `queue` waits up to `maxQueueWait`, `reject` answers 429 `token_limited`.
+    pub on_limit: OnLimit,
+    pub max_queue_wait: KubeDuration,
+}
+
+impl LlmConfig {
+    /// This pod's share of the budget per minute (at least 1), if there is a budget.
+    pub fn pod_tokens_per_minute(&self) -> Option<u32> {
+        self.tokens_per_minute
+            .map(|t| (t / self.pods.max(1)).max(1))
+    }
 }
 
 /// Without a rate limit, a full bulkhead rejects at once: queueing is opt-in via

@@ -53,3 +53,6 @@ pub const ON_LIMIT: OnLimit = OnLimit::Queue;
 pub const MAX_QUEUE_WAIT: KubeDuration = KubeDuration::from_secs(5);
 
 pub const MAX_IN_FLIGHT: u32 = 100;
+
+/// Output tokens estimated for an LLM request that does not say how many it may use.
+pub const LLM_DEFAULT_MAX_TOKENS: u32 = 1024;

@@ -229,6 +229,7 @@ pub fn render_at(
         circuit_breaker: breaker_config(spec),
         rate_limit: rate_limit_config(spec, opts),
         concurrency: concurrency_config(spec),
+        llm: llm_config(spec, opts),
     };
     Ok(Rendered {
         config,
@@ -681,6 +682,27 @@ fn rate_limit_config(
         on_limit: r.on_limit.unwrap_or(d::ON_LIMIT),
         max_queue_wait: r.max_queue_wait.unwrap_or(d::MAX_QUEUE_WAIT),
         pods,
+    })
+}
+
+/// The token budget is shared among pods exactly as the request rate is (`rateLimit.scope`),
+/// and over budget it queues or rejects as the rate limit does.
+fn llm_config(spec: &ExternalIntegrationSpec, opts: RenderOptions) -> Option<LlmConfig> {
+    let l = spec.llm.as_ref()?;
+    let rl = spec.rate_limit.as_ref();
+    let pods = match rl.and_then(|r| r.scope).unwrap_or(d::RATE_LIMIT_SCOPE) {
+        RateLimitScope::Pod => 1,
+        _ => opts.pods_sharing.max(1),
+    };
+    Some(LlmConfig {
+        provider: l.provider,
+        tokens_per_minute: l.tokens_per_minute,
+        pods,
+        default_max_tokens: l.default_max_tokens.unwrap_or(d::LLM_DEFAULT_MAX_TOKENS),
+        on_limit: rl.and_then(|r| r.on_limit).unwrap_or(d::ON_LIMIT),
+        max_queue_wait: rl
+            .and_then(|r| r.max_queue_wait)
+            .unwrap_or(d::MAX_QUEUE_WAIT),
     })
 }
 

@@ -64,6 +64,8 @@ pub struct ExternalIntegrationSpec {
     pub rate_limit: Option<RateLimitSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSpec>,
 }
 
 /// Where requests go.
@@ -444,6 +446,32 @@ pub struct ConcurrencySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = u32::MAX))]
     pub max_in_flight: Option<u32>,
+}
+
+/// The third party is an LLM API: token usage is read from its answers (JSON and streamed),
+/// counted, optionally budgeted, and its token limit headers are obeyed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmSpec {
+    pub provider: LlmProvider,
+    /// Token budget per minute (input + output), divided among pods like `rateLimit.scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
+    pub tokens_per_minute: Option<u32>,
+    /// Output tokens a request is estimated to use when it sets no `max_tokens` /
+    /// `max_completion_tokens` / `max_output_tokens` (the budget settles the real usage later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = u32::MAX))]
+    pub default_max_tokens: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// OpenAI's API (chat completions, responses, embeddings) and compatible ones.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 /// What the operator last observed.

@@ -57,6 +57,7 @@ pub fn check_spec(spec: &ExternalIntegrationSpec) -> Result<CheckedSpec<'_>, Vec
     let retry_on = retry(spec, &mut errs);
     breaker(spec, &mut errs);
     rate_limit(spec, &mut errs);
+    llm(spec, &mut errs);
     if let Some(c) = &spec.concurrency {
         if c.max_in_flight == Some(0) {
             errs.push("spec.concurrency.maxInFlight", "must be at least 1");
@@ -438,6 +439,16 @@ fn rate_limit(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     }
 }
 
+fn llm(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
+    let Some(l) = &spec.llm else { return };
+    if l.tokens_per_minute == Some(0) {
+        errs.push("spec.llm.tokensPerMinute", "must be at least 1");
+    }
+    if l.default_max_tokens == Some(0) {
+        errs.push("spec.llm.defaultMaxTokens", "must be at least 1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +466,7 @@ mod tests {
             retry: None,
             circuit_breaker: None,
             rate_limit: None,
+            llm: None,
             concurrency: None,
         }
     }

@@ -76,6 +76,8 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("zero rate-limit requests", "spec.rateLimit.requests", Schema, r#"{rateLimit: {requests: 0}}"#),
     ("zero burst", "spec.rateLimit.burst", Schema, r#"{rateLimit: {requests: 10, burst: 0}}"#),
     ("zero maxInFlight", "spec.concurrency.maxInFlight", Schema, r#"{concurrency: {maxInFlight: 0}}"#),
+    ("zero tokensPerMinute", "spec.llm.tokensPerMinute", Schema, r#"{llm: {provider: openai, tokensPerMinute: 0}}"#),
+    ("zero defaultMaxTokens", "spec.llm.defaultMaxTokens", Schema, r#"{llm: {provider: anthropic, defaultMaxTokens: 0}}"#),
     ("maxInFlight beyond u32", "spec.concurrency.maxInFlight", Schema, r#"{concurrency: {maxInFlight: 5000000000}}"#),
     ("empty secret name", "spec.auth.apiKey.secretKeyRef.name", Schema, r#"{auth: {apiKey: {secretKeyRef: {name: "", key: k}}}}"#),
     ("empty secret key", "spec.auth.bearer.secretKeyRef.key", Schema, r#"{auth: {bearer: {secretKeyRef: {name: k, key: ""}}}}"#),
@@ -91,6 +93,8 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("unknown CA bundle kind", "spec.tls.caBundleRef.kind", Schema, r#"{tls: {caBundleRef: {kind: Pod, name: ca}}}"#),
     ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: global}}"#),
     ("unknown onLimit", "spec.rateLimit.onLimit", Schema, r#"{rateLimit: {requests: 10, onLimit: drop}}"#),
+    ("unknown LLM provider", "spec.llm.provider", Schema, r#"{llm: {provider: gemini}}"#),
+    ("LLM without a provider", "spec.llm.provider", Schema, r#"{llm: {tokensPerMinute: 1000}}"#),
     ("minVersion as a number", "spec.tls.minVersion", Schema, r#"{tls: {minVersion: 1.3}}"#),
     ("maxAttempts as a string", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: "3"}}"#),
     ("allowInsecure as a string", "spec.upstream.allowInsecure", Schema, r#"{upstream: {url: "http://api.example.com", allowInsecure: "true"}}"#),
@@ -148,7 +152,8 @@ upstream: {url: "https://api.example.com:8443/v1/"}
 retry: {maxAttempts: 10, backoff: {base: 1s, max: 1s}, retryOn: ["400", "599"], budget: {ratio: 10, minPerSecond: 0}}
 circuitBreaker: {failureRate: {percent: 100, window: 1m, minimumRequests: 1}, openDuration: 5m, maxOpenDuration: 5m}
 rateLimit: {requests: 1, per: 1h30m, burst: 1, scope: pod, onLimit: reject, maxQueueWait: 0s}
-concurrency: {maxInFlight: 4294967295}"#),
+concurrency: {maxInFlight: 4294967295}
+llm: {provider: openai, tokensPerMinute: 4294967295, defaultMaxTokens: 1}"#),
     ("mTLS bank, CA from a ConfigMap, IP server name, TLS 1.3", r#"
 upstream: {url: "https://10.0.0.7:8443"}
 auth: {basic: {secretRef: {name: bank-basic}}}

@@ -211,6 +211,10 @@ pub fn run(args: &ExplainArgs, out: &mut dyn Write) -> Result<(), ExplainError> 
     ] {
         writeln!(out, "  {name}: {}", value.unwrap_or_else(|e| e.to_string()))?;
     }
+    if let Some(llm) = &cfg.llm {
+        let value = serde_json::to_string(llm).unwrap_or_else(|e| e.to_string());
+        writeln!(out, "  llm (tokens counted, limit headers obeyed): {value}")?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,9 @@
 //!   `headers` (hygiene) and `errors` (the one place errors become responses).
 //! - [`resilience`]: per-integration policy state and pure decisions: `breaker`, `ratelimit`
 //!   (limit + provider holds), `bulkhead`, `budget`, `retry` (the `Retrying` state machine),
-//!   `backoff`, `retry_after`, `replay` (the replay buffer).
+//!   `backoff`, `retry_after`, `replay` (the replay buffer), `tokens` (an LLM token budget).
+//! - [`llm`]: LLM providers: token usage read from streaming answers, request estimates,
+//!   the providers' limit headers.
 //! - [`credentials`]: header, query and OAuth2 client-credentials injection (`oauth2`: the
 //!   token cache).
 //! - [`upstream`]: connections to the third party: `connector` (TCP + TLS), `tls` (rustls
@@ -40,6 +42,7 @@ pub mod credentials;
 pub mod demo;
 pub mod explain;
 pub mod integration;
+pub mod llm;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;

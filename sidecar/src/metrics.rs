@@ -46,6 +46,25 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub integration: String,
+    /// As the provider named it in its answer (at most [`MAX_MODELS`] per integration).
+    pub model: String,
+    /// `input` or `output`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub integration: String,
+    pub kind: String,
+}
+
+/// Distinct `model` label values kept per integration: the name comes from the third party,
+/// so an endless variety must not become endless series. Later ones are counted as `other`.
+pub const MAX_MODELS: usize = 32;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: String,
 }
@@ -70,6 +89,8 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub client_cert_expiry: Family<IntegrationLabel, Gauge>,
     pub upstream_throttled: Family<IntegrationLabel, Counter>,
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    pub llm_ratelimit_remaining: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -94,6 +115,8 @@ impl Metrics {
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         let client_cert_expiry = Family::<IntegrationLabel, Gauge>::default();
         let upstream_throttled = Family::<IntegrationLabel, Counter>::default();
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        let llm_ratelimit_remaining = Family::<KindLabels, Gauge>::default();
         // prometheus-client appends `_total` to counters itself.
         r.register(
             "attache_requests",
@@ -141,6 +164,16 @@ impl Metrics {
             "Upstream throttling signals (429s and Retry-After holds)",
             upstream_throttled.clone(),
         );
+        r.register(
+            "attache_llm_tokens",
+            "LLM tokens the provider reported using, by model and kind (input, output)",
+            llm_tokens.clone(),
+        );
+        r.register(
+            "attache_llm_ratelimit_remaining",
+            "What the LLM provider last said is left of its limits, by kind",
+            llm_ratelimit_remaining.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -153,6 +186,8 @@ impl Metrics {
             config_reloads,
             client_cert_expiry,
             upstream_throttled,
+            llm_tokens,
+            llm_ratelimit_remaining,
         }
     }
 
@@ -282,6 +317,8 @@ pub struct IntegrationMetrics {
     retries: Series<RetryReason>,
     rate_limited: Series<RateLimitAction>,
     throttled: OnceLock<Counter>,
+    /// Model names seen (bounded by [`MAX_MODELS`]); LLM answers are slow, a lock is fine.
+    models: std::sync::Mutex<Vec<String>>,
     /// `attache_inflight_requests`.
     pub inflight: Gauge,
     /// `attache_request_duration_seconds`.
@@ -300,6 +337,7 @@ impl IntegrationMetrics {
             retries: Series::default(),
             rate_limited: Series::default(),
             throttled: OnceLock::new(),
+            models: std::sync::Mutex::new(Vec::new()),
             inflight: families.inflight.get_or_create(&label).clone(),
             duration: families.request_duration.get_or_create(&label).clone(),
             circuit: families.circuit_state.get_or_create(&label).clone(),
@@ -369,6 +407,56 @@ impl IntegrationMetrics {
                     .clone()
             })
             .inc();
+    }
+
+    /// `attache_llm_tokens_total`: one answer's reported usage.
+    pub fn llm_tokens(&self, model: Option<&str>, input: u64, output: u64) {
+        let model = self.model_label(model);
+        for (kind, n) in [("input", input), ("output", output)] {
+            self.families
+                .llm_tokens
+                .get_or_create(&TokenLabels {
+                    integration: self.integration.clone(),
+                    model: model.clone(),
+                    kind: kind.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// The label for a model name from the third party: kept as it is when it looks like a
+    /// model name and fewer than [`MAX_MODELS`] were seen, else `other` (`unknown` if none).
+    fn model_label(&self, model: Option<&str>) -> String {
+        let Some(m) = model else {
+            return "unknown".to_string();
+        };
+        let plausible = !m.is_empty()
+            && m.len() <= 100
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
+        if !plausible {
+            return "other".to_string();
+        }
+        let mut seen = self.models.lock().expect("models lock");
+        if seen.iter().any(|s| s == m) {
+            return m.to_string();
+        }
+        if seen.len() < MAX_MODELS {
+            seen.push(m.to_string());
+            return m.to_string();
+        }
+        "other".to_string()
+    }
+
+    /// `attache_llm_ratelimit_remaining`: what the provider last said is left.
+    pub fn llm_remaining(&self, kind: &str, remaining: u64) {
+        self.families
+            .llm_ratelimit_remaining
+            .get_or_create(&KindLabels {
+                integration: self.integration.clone(),
+                kind: kind.to_string(),
+            })
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
     /// `attache_client_certificate_expiry_timestamp_seconds`.

@@ -30,11 +30,11 @@ fn upstream_line(out: &str) -> &str {
 }
 
 /// The base path is added once, whichever listener the app used (the bug the proxy listener
-/// had: `/v1/v1/models`). Integrations sorted by name take ports from 15001: bank, demo-payments,
-/// openai, stripe, twilio.
+/// had: `/v1/v1/models`). Integrations sorted by name take ports from 15001: anthropic, bank,
+/// demo-payments, openai, stripe, twilio.
 #[test]
 fn both_listeners_send_the_base_path_once() {
-    let own = stdout(&explain(&["GET", "http://127.0.0.1:15003/models"]));
+    let own = stdout(&explain(&["GET", "http://127.0.0.1:15004/models"]));
     let proxied = stdout(&explain(&["GET", "http://api.openai.com/v1/models"]));
     assert!(
         own.contains("integration: openai (via its listener"),
@@ -49,13 +49,17 @@ fn both_listeners_send_the_base_path_once() {
         "upstream:    GET https://api.openai.com/v1/models"
     );
     assert_eq!(upstream_line(&proxied), upstream_line(&own));
+    assert!(
+        own.contains(r#"llm (tokens counted, limit headers obeyed): {"provider":"openai","tokensPerMinute":200000"#),
+        "{own}"
+    );
 }
 
 #[test]
 fn credentials_are_named_never_shown_and_hop_by_hop_headers_dropped() {
     let out = stdout(&explain(&[
         "POST",
-        "http://127.0.0.1:15004/v1/charges",
+        "http://127.0.0.1:15005/v1/charges",
         "-H",
         "Connection: keep-alive",
         "-H",
@@ -83,7 +87,7 @@ fn credentials_are_named_never_shown_and_hop_by_hop_headers_dropped() {
 
 #[test]
 fn the_bank_example_shows_its_mtls_and_oauth2_sources() {
-    let out = stdout(&explain(&["GET", "http://127.0.0.1:15001/accounts"]));
+    let out = stdout(&explain(&["GET", "http://127.0.0.1:15002/accounts"]));
     assert!(out.contains("integration: bank"), "{out}");
     assert!(out.contains("client certificate from Secret"), "{out}");
     assert!(out.contains("access token from https://"), "{out}");
@@ -97,7 +101,7 @@ fn refused_and_unknown_requests_are_explained_with_exit_1() {
             "403 unknown_destination",
         ),
         (
-            &["TRACE", "http://127.0.0.1:15004/x"][..],
+            &["TRACE", "http://127.0.0.1:15005/x"][..],
             "400 bad_request",
         ),
         (

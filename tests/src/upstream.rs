@@ -70,6 +70,12 @@ pub enum Action {
     /// A 200 streamed (chunked) as `chunks` lines `tick N\n`, the first at once and each next
     /// one `every` later: a live event stream, or, with a long `every`, a stalled body.
     Drip { chunks: usize, every: Duration },
+    /// A 200 streamed (chunked) as these chunks, each sent after its delay: a scripted event
+    /// stream (an LLM's server-sent events).
+    Events {
+        headers: Vec<(HeaderName, HeaderValue)>,
+        chunks: Vec<(Duration, Bytes)>,
+    },
 }
 
 impl Action {
@@ -108,6 +114,17 @@ impl Action {
     /// A body of `chunks` lines sent `every` apart (see [`Action::Drip`]).
     pub fn drip(chunks: usize, every: Duration) -> Action {
         Action::Drip { chunks, every }
+    }
+
+    /// A `text/event-stream` 200 of `chunks`, each sent after its delay.
+    pub fn events(chunks: Vec<(Duration, String)>) -> Action {
+        Action::Events {
+            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"))],
+            chunks: chunks
+                .into_iter()
+                .map(|(d, c)| (d, Bytes::from(c)))
+                .collect(),
+        }
     }
 
     /// Runs `action` after `delay`.
@@ -149,6 +166,13 @@ impl Action {
             } => {
                 headers.push((name, value));
                 Action::Echo { status, headers }
+            }
+            Action::Events {
+                mut headers,
+                chunks,
+            } => {
+                headers.push((name, value));
+                Action::Events { headers, chunks }
             }
             Action::Delay(d, inner) => Action::Delay(d, Box::new(inner.push_header(name, value))),
             other => panic!("with_header does not apply to {other:?}"),
@@ -641,6 +665,7 @@ async fn handle(
             let headers = [(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"))];
             build(200, &headers, Dripped::new(chunks, every).boxed())
         }
+        Action::Events { headers, chunks } => build(200, &headers, Scheduled::new(chunks).boxed()),
         Action::ResetAfterHeaders => {
             let headers = [(CONTENT_LENGTH, HeaderValue::from(TRUNCATED_LENGTH))];
             let abort = ctx.abort.clone();
@@ -794,6 +819,49 @@ impl Body for Dripped {
 
     fn is_end_stream(&self) -> bool {
         self.sent == self.chunks
+    }
+}
+
+/// Chunks sent in order, each after its own delay.
+struct Scheduled {
+    chunks: VecDeque<(Duration, Bytes)>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Scheduled {
+    fn new(chunks: Vec<(Duration, Bytes)>) -> Self {
+        Scheduled {
+            chunks: chunks.into(),
+            wait: None,
+        }
+    }
+}
+
+impl Body for Scheduled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let Some((delay, _)) = this.chunks.front() else {
+            return Poll::Ready(None);
+        };
+        let wait = this
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(*delay)));
+        if wait.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.wait = None;
+        let (_, chunk) = this.chunks.pop_front().expect("a chunk is due");
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
     }
 }
 

@@ -18,6 +18,7 @@ fn write_example_secrets(dir: &Path, ca: &TestCa) {
         ("twilio-creds/username", "AC0123".into()),
         ("twilio-creds/password", "twilio-token".into()),
         ("openai-key/api-key", "sk-openai-test".into()),
+        ("anthropic-key/api-key", "sk-ant-test".into()),
         ("bank-oauth/client-secret", "bank-client-secret".into()),
         ("bank-ca/ca.crt", ca.cert_pem.clone()),
         ("bank-mtls/tls.crt", client.cert_pem.clone()),
@@ -70,7 +71,14 @@ async fn every_example_renders_and_the_sidecar_serves_it() {
     names.sort();
     assert_eq!(
         names,
-        ["bank", "demo-payments", "openai", "stripe", "twilio"]
+        [
+            "anthropic",
+            "bank",
+            "demo-payments",
+            "openai",
+            "stripe",
+            "twilio"
+        ]
     );
 
     let sidecar = Sidecar::start(

@@ -12,6 +12,7 @@ use super::prepare::Prepared;
 use crate::{
     body::Body,
     integration::Integration,
+    llm,
     metrics::{AttemptResult, LabelValue},
     resilience::{
         breaker::{CircuitState, Rejected, Ticket},
@@ -106,7 +107,7 @@ pub async fn send(
         Ok(resp) => {
             let now = SystemTime::now();
             backpressure(ig, resp.status(), resp.headers(), now);
-            retry_after::retry_after(resp.headers(), now)
+            provider_retry_after(ig, resp.headers(), now)
         }
         Err(_) => None,
     };
@@ -115,6 +116,20 @@ pub async fn send(
         outcome,
         retry_after,
     }
+}
+
+/// The delay a response asks for: `Retry-After`, or an LLM provider's `retry-after-ms`
+/// (more precise, so preferred).
+fn provider_retry_after(
+    ig: &Integration,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
+    ig.config
+        .llm
+        .as_ref()
+        .and_then(|_| llm::limits::retry_after_ms(headers))
+        .or_else(|| retry_after::retry_after(headers, now))
 }
 
 /// Reads the provider's throttling signals and holds the integration's gate accordingly.
@@ -128,11 +143,26 @@ fn backpressure(ig: &Integration, status: StatusCode, headers: &HeaderMap, now: 
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
             if retry.respect_retry_after =>
         {
-            retry_after::retry_after(headers, now)
+            provider_retry_after(ig, headers, now)
         }
         _ => None,
     }
     .or_else(|| retry_after::rate_limit_exhausted(headers, now));
+    // An LLM provider's own limit headers: the remaining counts are shown, and a used-up
+    // limit holds the integration until it resets.
+    let hold = match &ig.config.llm {
+        Some(l) => {
+            let reported = llm::limits::read(l.provider, headers, now);
+            for (kind, left) in &reported.remaining {
+                ig.metrics.llm_remaining(kind.label(), *left);
+            }
+            match (hold, reported.hold) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        None => hold,
+    };
     // Bounded by maxRetryAfter (README, `spec.retry.maxRetryAfter`): no header can freeze the integration for longer.
     let hold = hold.map(|d| d.min(retry.max_retry_after.as_duration()));
     if let Some(d) = hold.filter(|d| !d.is_zero()) {

@@ -1,7 +1,7 @@
 //! The sidecar's own errors and the one place they become HTTP responses.
 //!
 //! Each step of the request path returns its own error type (`RouteError`, `PrepareError`,
-//! `BodyError`, `Refused`, `AttemptError`, `RequestTimeout`); the `From` impls below are the
+//! `BodyError`, `OverBudget`, `Refused`, `AttemptError`, `RequestTimeout`); the `From` impls below are the
 //! only place where one becomes an [`ErrorCode`], a status and a `Retry-After`.
 //!
 //! Every response the sidecar makes itself carries `x-attache-error: CODE` and a JSON body
@@ -21,7 +21,7 @@ use super::{
 use crate::{
     body::{self, Body},
     credentials::ApplyError,
-    resilience::{ratelimit::LimitCause, retry::Stopped},
+    resilience::{ratelimit::LimitCause, retry::Stopped, tokens::OverBudget},
     upstream::{AttemptError, ConnectError},
 };
 
@@ -36,6 +36,7 @@ pub const RETRY_STOPPED_HEADER: HeaderName = HeaderName::from_static("x-attache-
 pub enum ErrorCode {
     CircuitOpen,
     RateLimited,
+    TokenLimited,
     Overloaded,
     Timeout,
     UpstreamConnect,
@@ -50,6 +51,7 @@ impl ErrorCode {
         match self {
             ErrorCode::CircuitOpen => "circuit_open",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenLimited => "token_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Timeout => "timeout",
             ErrorCode::UpstreamConnect => "upstream_connect",
@@ -63,7 +65,7 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::CircuitOpen | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TokenLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamConnect | ErrorCode::UpstreamTls | ErrorCode::UpstreamAuth => {
                 StatusCode::BAD_GATEWAY
@@ -166,6 +168,17 @@ impl From<BodyError> for SidecarError {
     fn from(e: BodyError) -> Self {
         // What is left of the body is unknown: the connection cannot carry another request.
         SidecarError::new(ErrorCode::BadRequest, e.to_string()).closing()
+    }
+}
+
+impl From<OverBudget> for SidecarError {
+    fn from(e: OverBudget) -> Self {
+        let why = if e.queued {
+            "the integration's token budget (llm.tokensPerMinute) had no room within maxQueueWait"
+        } else {
+            "the integration's token budget (llm.tokensPerMinute) is spent"
+        };
+        SidecarError::new(ErrorCode::TokenLimited, why).with_retry_after(e.retry_after)
     }
 }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! app ─► prepare: check ─► circuit open? (fail fast) ─► bulkhead ─► hop-by-hop, URI, Host,
 //!        idempotency key ─► credentials ─► replay buffer                      (prepare.rs)
+//!     ─► token budget of an LLM integration (estimate now, settled by the answer)   (llm/)
 //!     ─► attempt: rate gate ─► breaker admit ─► send (per-try timeout) ─► breaker record
 //!        ─► provider backpressure                                            (attempt.rs)
 //!     ─► retrying: retryOn, maxAttempts, idempotency, Retry-After or backoff, deadline,
@@ -29,6 +30,7 @@ use crate::{
     body::Body,
     clock,
     integration::{Integration, PathOrigin},
+    llm,
     metrics::ResponseCode,
     resilience::retry::{Next, Retrying},
 };
@@ -87,6 +89,8 @@ async fn forward(
         Err(e) => return Err(refuse(incoming, e.into()).await),
     };
     let mut body = prepare::body(ig, incoming).await?;
+    let estimate = llm::estimate_for(ig, &body);
+    let held = held.with_charge(llm::admit(ig, estimate, deadline).await?);
     let (retry, budget) = (&ig.config.retry, &ig.policies.budget);
     let mut retrying = Retrying::start(retry, budget, prepared.resend_safe, deadline);
     // The last answer, kept while the next attempt waits: the app gets it if that is refused.

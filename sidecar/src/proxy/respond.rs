@@ -27,8 +27,9 @@ use crate::{
     body::{self, Body, BoxError},
     clock,
     integration::Integration,
+    llm::meter::Meter,
     metrics::AttemptResult,
-    resilience::retry::Stopped,
+    resilience::{retry::Stopped, tokens::Charge},
 };
 
 /// The answer to the app after its last attempt: the response, or the failure with its count.
@@ -75,7 +76,7 @@ fn finish(
     resp: Response<Incoming>,
     attempts: u32,
     stopped: Option<Stopped>,
-    held: Held,
+    mut held: Held,
 ) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -86,6 +87,20 @@ fn finish(
             .insert(RETRY_STOPPED_HEADER, HeaderValue::from_static(why.as_str()));
     }
     let idle = held.integration.idle_timeout();
+    let meter = match &held.integration.config.llm {
+        Some(llm) if parts.status.is_success() => {
+            let content_type = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            Some(Box::new(Meter::new(
+                llm.provider,
+                content_type,
+                held.charge.take(),
+            )))
+        }
+        _ => None,
+    };
     Response::from_parts(
         parts,
         body::boxed(WithHeld {
@@ -94,6 +109,7 @@ fn finish(
             idle,
             timer: None,
             cut: false,
+            meter,
             held,
         }),
     )
@@ -106,6 +122,9 @@ pub struct Held {
     _permit: Option<OwnedSemaphorePermit>,
     _inflight: InflightGuard,
     integration: Arc<Integration>,
+    /// The tokens an LLM request was admitted against, settled by its answer's usage (given
+    /// back whole when no successful answer comes).
+    charge: Option<Charge>,
 }
 
 impl Held {
@@ -115,7 +134,13 @@ impl Held {
             _permit: None,
             _inflight: InflightGuard::new(&integration.metrics.inflight),
             integration: integration.clone(),
+            charge: None,
         }
+    }
+
+    pub fn with_charge(mut self, charge: Option<Charge>) -> Self {
+        self.charge = charge;
+        self
     }
 
     pub fn with_permit(mut self, permit: OwnedSemaphorePermit) -> Self {
@@ -149,7 +174,24 @@ struct WithHeld {
     /// Created the first time the body has to wait.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     cut: bool,
+    /// Token accounting of an LLM answer: sees every chunk, settles at the end.
+    meter: Option<Box<Meter>>,
     held: Held,
+}
+
+impl WithHeld {
+    fn finish_meter(&mut self) {
+        if let Some(m) = &mut self.meter {
+            m.finish(&self.held.integration);
+        }
+    }
+}
+
+impl Drop for WithHeld {
+    /// The app went away mid-stream (or the body ended): what arrived is counted.
+    fn drop(&mut self) {
+        self.finish_meter();
+    }
 }
 
 /// The error a stalled response body ends with.
@@ -172,6 +214,15 @@ impl HttpBody for WithHeld {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.last_progress = Instant::now();
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let (Some(m), Some(data)) = (&mut this.meter, f.data_ref()) {
+                            m.feed(data);
+                        }
+                    }
+                    None => this.finish_meter(),
+                    Some(Err(_)) => {}
+                }
                 Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
             }
             Poll::Pending => {

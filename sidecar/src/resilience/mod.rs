@@ -1,7 +1,7 @@
 //! Resilience policies, one instance per integration: circuit breaker, rate gate (limit +
 //! provider backpressure), bulkhead, retry budget; plus what the request path uses to decide
 //! retries: the `Retrying` state machine and its rules (`retry`), backoff, Retry-After, the
-//! replay buffer.
+//! replay buffer; the token budget of an LLM integration (`tokens`).
 //!
 //! Policy state (breaker, limiter, budget) survives a reload that leaves the policy config
 //! unchanged, so rotating a credential does not reset an open circuit or refill a rate limit.
@@ -14,15 +14,20 @@ pub mod ratelimit;
 pub mod replay;
 pub mod retry;
 pub mod retry_after;
+pub mod tokens;
 
 use attache_api::{
-    config::{CircuitBreakerConfig, ConcurrencyConfig, RateLimitConfig, RetryConfig},
+    config::{CircuitBreakerConfig, ConcurrencyConfig, LlmConfig, RateLimitConfig, RetryConfig},
     SidecarConfig,
 };
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use self::{breaker::Breaker, budget::RetryBudget, bulkhead::Bulkhead, ratelimit::RateGate};
+use self::{
+    breaker::Breaker, budget::RetryBudget, bulkhead::Bulkhead, ratelimit::RateGate,
+    tokens::TokenBudget,
+};
+use std::sync::Arc;
 
 /// The stateful policies of one integration.
 pub struct Policies {
@@ -30,6 +35,8 @@ pub struct Policies {
     pub gate: RateGate,
     pub bulkhead: Bulkhead,
     pub budget: RetryBudget,
+    /// `llm.tokensPerMinute`, if set.
+    pub tokens: Option<Arc<TokenBudget>>,
     config: PolicyConfig,
 }
 
@@ -40,6 +47,7 @@ struct PolicyConfig {
     breaker: CircuitBreakerConfig,
     rate_limit: Option<RateLimitConfig>,
     concurrency: ConcurrencyConfig,
+    llm: Option<LlmConfig>,
 }
 
 impl Policies {
@@ -54,6 +62,7 @@ impl Policies {
             ),
             bulkhead: Bulkhead::new(&cfg.concurrency),
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_second),
+            tokens: cfg.llm.as_ref().and_then(TokenBudget::new),
             config,
         }
     }
@@ -71,6 +80,7 @@ impl PolicyConfig {
             breaker: cfg.circuit_breaker.clone(),
             rate_limit: cfg.rate_limit.clone(),
             concurrency: cfg.concurrency.clone(),
+            llm: cfg.llm.clone(),
         }
     }
 }

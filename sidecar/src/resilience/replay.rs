@@ -52,6 +52,22 @@ impl RequestBody {
         Ok(Self::Buffered(buf.freeze()))
     }
 
+    /// The whole body, when it was small enough to keep.
+    pub fn buffered(&self) -> Option<&[u8]> {
+        match self {
+            Self::Buffered(b) => Some(b),
+            Self::Streaming(_) => None,
+        }
+    }
+
+    /// The declared length of a streamed body (`Content-Length`), if known.
+    pub fn declared_len(&self) -> Option<u64> {
+        match self {
+            Self::Buffered(b) => Some(b.len() as u64),
+            Self::Streaming(b) => b.as_ref().and_then(|b| b.size_hint().exact()),
+        }
+    }
+
     pub fn replayable(&self) -> bool {
         matches!(self, Self::Buffered(_))
     }
