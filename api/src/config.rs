@@ -101,6 +101,9 @@ pub struct UpstreamConfig {
     pub port: u16,
     /// Prefixed to every request path; empty or starting with `/`, never ending with `/`.
     pub base_path: String,
+    /// `upstream.failover`: the other endpoints, in order (their own `failover` is empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<UpstreamConfig>,
 }
 
 impl UpstreamConfig {

@@ -206,7 +206,8 @@ pub fn render_at(
         }
     };
     let mut files = BTreeMap::new();
-    let upstream = upstream_config(&checked.upstream);
+    let mut upstream = upstream_config(&checked.upstream);
+    upstream.failover = checked.failover.iter().map(upstream_config).collect();
     let auth = auth_config(&checked, source, &mut files);
     let tls = tls_config(spec, source, unix_secs(now), &mut files);
     let (auth, (tls, not_after)) = match (auth, tls) {
@@ -296,6 +297,7 @@ fn upstream_config(url: &url::Url) -> UpstreamConfig {
         host,
         port,
         base_path,
+        failover: Vec::new(),
     }
 }
 

@@ -77,6 +77,13 @@ pub struct ExternalIntegrationSpec {
     "spec.upstream.url must start with https:// \
      (plain http:// only with spec.upstream.allowInsecure: true)"
 ).field_path(".url"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.failover) || self.failover.all(f, f.url.matches('^(?i)https://') \
+     || (has(self.allowInsecure) && self.allowInsecure && f.url.matches('^(?i)http://')))"
+).message(
+    "spec.upstream.failover[].url must start with https:// \
+     (plain http:// only with spec.upstream.allowInsecure: true)"
+).field_path(".failover"))]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSpec {
     /// Base URL of the third party, `https://...`; a path is prefixed to every request path.
@@ -97,6 +104,33 @@ pub struct UpstreamSpec {
     /// clear text unless someone said so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_insecure: Option<bool>,
+    /// Other endpoints of the same API (another region, a mirror), in order: an attempt that
+    /// may be retried goes to the next one when the current one failed to connect, answered a
+    /// `retryOn` status or has its circuit open. Same credentials and TLS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub failover: Option<Vec<FailoverEndpoint>>,
+}
+
+/// One failover endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverEndpoint {
+    /// Base URL, `https://...` (or `http://` with `allowInsecure`); its path replaces the
+    /// primary's base path.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("!self.matches('[\\\\x00-\\\\x20\\\\x7f]')")
+            .message("spec.upstream.failover[].url must not contain spaces or control characters"),
+        validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*@)?[^/?#@:]')").message(
+            "spec.upstream.failover[].url must be an absolute URL with a host, like https://eu.api.example.com"
+        ),
+        validation = Rule::new("!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')")
+            .message("spec.upstream.failover[].url must not carry credentials: use spec.auth"),
+        validation = Rule::new("!self.contains('?') && !self.contains('#')")
+            .message("spec.upstream.failover[].url must not have a query or fragment")
+    )]
+    pub url: String,
 }
 
 /// How the sidecar authenticates to the third party; at most one method is set.

@@ -36,6 +36,8 @@ pub struct CheckedSpec<'a> {
     /// `spec.upstream.url`: `https` (or `http` with `allowInsecure`), with a host, without
     /// credentials, query or fragment.
     pub upstream: Url,
+    /// `spec.upstream.failover[].url`, in order, each checked like `upstream`.
+    pub failover: Vec<Url>,
     /// `spec.auth.oauth2ClientCredentials` with its parsed `tokenUrl`, when that is the auth
     /// method.
     pub oauth2: Option<OAuth2<'a>>,
@@ -51,6 +53,7 @@ pub type OAuth2<'a> = (&'a OAuth2ClientCredentials, Url);
 pub fn check_spec(spec: &ExternalIntegrationSpec) -> Result<CheckedSpec<'_>, Vec<FieldError>> {
     let mut errs = Errors::default();
     let upstream = upstream(spec, &mut errs);
+    let failover = failover(spec, &mut errs);
     let oauth2 = auth(spec, &mut errs);
     tls(spec, &mut errs);
     timeouts(spec, &mut errs);
@@ -67,6 +70,7 @@ pub fn check_spec(spec: &ExternalIntegrationSpec) -> Result<CheckedSpec<'_>, Vec
         (Some(upstream), Some(oauth2), Some(retry_on)) if errs.0.is_empty() => Ok(CheckedSpec {
             spec,
             upstream,
+            failover,
             oauth2,
             retry_on,
         }),
@@ -93,9 +97,37 @@ impl Errors {
 
 /// The parsed URL, or `None` with the reason in `errs`.
 fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) -> Option<Url> {
-    let field = "spec.upstream.url";
-    let shape_ok = url_shape(field, &spec.upstream.url, errs);
-    let url = match Url::parse(&spec.upstream.url) {
+    let allow_insecure = spec.upstream.allow_insecure == Some(true);
+    endpoint_url(
+        "spec.upstream.url",
+        &spec.upstream.url,
+        allow_insecure,
+        errs,
+    )
+}
+
+/// The failover endpoints' parsed URLs (those that parse; the others are reported).
+fn failover(spec: &ExternalIntegrationSpec, errs: &mut Errors) -> Vec<Url> {
+    let allow_insecure = spec.upstream.allow_insecure == Some(true);
+    let endpoints = spec.upstream.failover.as_deref().unwrap_or_default();
+    if endpoints.len() > 8 {
+        errs.push("spec.upstream.failover", "at most 8 endpoints");
+    }
+    endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let field = format!("spec.upstream.failover[{i}].url");
+            endpoint_url(&field, &e.url, allow_insecure, errs)
+        })
+        .collect()
+}
+
+/// One endpoint's URL: `https` (or `http` with `allowInsecure`), with a host, without
+/// credentials, query or fragment.
+fn endpoint_url(field: &str, raw: &str, allow_insecure: bool, errs: &mut Errors) -> Option<Url> {
+    let shape_ok = url_shape(field, raw, errs);
+    let url = match Url::parse(raw) {
         Ok(u) => u,
         Err(_) if !shape_ok => return None,
         Err(e) => {
@@ -105,7 +137,7 @@ fn upstream(spec: &ExternalIntegrationSpec, errs: &mut Errors) -> Option<Url> {
     };
     match url.scheme() {
         "https" => {}
-        "http" if spec.upstream.allow_insecure == Some(true) => {}
+        "http" if allow_insecure => {}
         "http" => errs.push(
             field,
             "plain http:// sends credentials in clear text: use https:// or set spec.upstream.allowInsecure: true",
@@ -459,6 +491,7 @@ mod tests {
             upstream: UpstreamSpec {
                 url: url.into(),
                 allow_insecure: None,
+                failover: None,
             },
             auth: None,
             tls: None,

@@ -97,7 +97,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<Report> {
 }
 
 /// Where and how to connect, and the request template.
-struct Target {
+pub(crate) struct Target {
     addr: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     path: Uri,
@@ -105,7 +105,7 @@ struct Target {
 }
 
 impl Target {
-    fn from_args(args: &LoadArgs) -> anyhow::Result<Self> {
+    pub(crate) fn from_args(args: &LoadArgs) -> anyhow::Result<Self> {
         let url = &args.url;
         let host = url.host().context("--url has no host")?.to_string();
         let https = match url.scheme_str() {
@@ -146,7 +146,7 @@ impl Target {
     }
 
     /// A new keep-alive HTTP/1.1 connection; its driver runs as a task.
-    async fn connect(&self) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
         let tcp = TcpStream::connect(&self.addr)
             .await
             .with_context(|| format!("connecting to {}", self.addr))?;
@@ -167,7 +167,7 @@ impl Target {
         Ok(sender)
     }
 
-    fn request(&self) -> Request<Empty<Bytes>> {
+    pub(crate) fn request(&self) -> Request<Empty<Bytes>> {
         let mut req = Request::new(Empty::new());
         *req.uri_mut() = self.path.clone();
         for (name, value) in &self.headers {

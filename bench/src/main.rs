@@ -8,6 +8,7 @@
 
 mod load;
 mod pki;
+mod stream;
 mod upstream;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -40,6 +41,8 @@ enum Cmd {
     },
     /// Load a target and print latency percentiles and throughput as JSON.
     Load(load::LoadArgs),
+    /// Read a stream through a target: per-event latency (`/events`) or throughput (`/bulk`).
+    Stream(stream::StreamArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +60,11 @@ fn main() -> anyhow::Result<()> {
             .block_on(upstream::upstream(certs, addr)),
         Cmd::Load(args) => {
             let report = load::run(args)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Cmd::Stream(args) => {
+            let report = stream::run(args)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -1,11 +1,14 @@
 //! The benchmark's upstream: HTTPS that requires a client certificate and answers every request
 //! with a 1 KiB body, as cheaply as hyper allows, so that what is measured is the proxy in front.
+//! Two paths stream instead (see `stream`): `/events?n=N&every_ms=M` (server-sent events, each
+//! stamped with the time it was sent) and `/bulk?mib=M` (M MiB of event lines, as fast as the
+//! reader takes them).
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{server::conn::http1, service::service_fn, Response};
 use hyper_util::rt::TokioIo;
 use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
@@ -44,9 +47,16 @@ pub async fn upstream(certs: PathBuf, addr: SocketAddr) -> anyhow::Result<()> {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let svc = service_fn(move |_req| {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let body = body.clone();
-                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                async move {
+                    if let Some(streamed) = crate::stream::respond(req.uri()) {
+                        return Ok::<_, Infallible>(streamed);
+                    }
+                    Ok(Response::new(
+                        Full::new(body).map_err(|e| match e {}).boxed(),
+                    ))
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)

@@ -38,6 +38,10 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("space in the URL", "spec.upstream.url", Cel, r#"{upstream: {url: "https://api.example.com/v 1"}}"#),
     ("URL without a host", "spec.upstream.url", Cel, r#"{upstream: {url: "https:///v1"}}"#),
     ("URL with only a port", "spec.upstream.url", Cel, r#"{upstream: {url: "https://:443/v1"}}"#),
+    ("plain http failover", "spec.upstream.failover", Cel, r#"{upstream: {url: "https://api.example.com", failover: [{url: "http://eu.api.example.com"}]}}"#),
+    ("failover URL with credentials", "spec.upstream.failover[", Cel, r#"{upstream: {url: "https://api.example.com", failover: [{url: "https://u:p@eu.api.example.com"}]}}"#),
+    ("failover URL with a query", "spec.upstream.failover[", Cel, r#"{upstream: {url: "https://api.example.com", failover: [{url: "https://eu.api.example.com"}, {url: "https://us.api.example.com/?x=1"}]}}"#),
+    ("failover URL without a host", "spec.upstream.failover[", Cel, r#"{upstream: {url: "https://api.example.com", failover: [{url: "https:///v1"}]}}"#),
     ("invalid apiKey header", "spec.auth.apiKey.header", Cel, r#"{auth: {apiKey: {header: "X Api Key", secretKeyRef: {name: k, key: k}}}}"#),
     ("plain http token URL", "spec.auth.oauth2ClientCredentials.tokenUrl", Cel, r#"{auth: {oauth2ClientCredentials: {tokenUrl: "http://auth.example.com/token", clientId: c, clientSecretRef: {name: k, key: k}}}}"#),
     ("token URL is not a URL", "spec.auth.oauth2ClientCredentials.tokenUrl", Cel, r#"{auth: {oauth2ClientCredentials: {tokenUrl: token, clientId: c, clientSecretRef: {name: k, key: k}}}}"#),
@@ -93,6 +97,7 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("unknown CA bundle kind", "spec.tls.caBundleRef.kind", Schema, r#"{tls: {caBundleRef: {kind: Pod, name: ca}}}"#),
     ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: global}}"#),
     ("unknown onLimit", "spec.rateLimit.onLimit", Schema, r#"{rateLimit: {requests: 10, onLimit: drop}}"#),
+    ("nine failover endpoints", "spec.upstream.failover", Schema, r#"{upstream: {url: "https://a.example.com", failover: [{url: "https://b1.example.com"}, {url: "https://b2.example.com"}, {url: "https://b3.example.com"}, {url: "https://b4.example.com"}, {url: "https://b5.example.com"}, {url: "https://b6.example.com"}, {url: "https://b7.example.com"}, {url: "https://b8.example.com"}, {url: "https://b9.example.com"}]}}"#),
     ("unknown LLM provider", "spec.llm.provider", Schema, r#"{llm: {provider: gemini}}"#),
     ("LLM without a provider", "spec.llm.provider", Schema, r#"{llm: {tokensPerMinute: 1000}}"#),
     ("minVersion as a number", "spec.tls.minVersion", Schema, r#"{tls: {minVersion: 1.3}}"#),
@@ -139,7 +144,7 @@ circuitBreaker:
 rateLimit: {requests: 100, per: 1s, burst: 20, scope: shared, onLimit: queue, maxQueueWait: 5s}
 concurrency: {maxInFlight: 100}"#),
     ("plain http when allowed, with an http token URL", r#"
-upstream: {url: "http://localhost:8080/api", allowInsecure: true}
+upstream: {url: "http://localhost:8080/api", allowInsecure: true, failover: [{url: "http://localhost:8081/api"}, {url: "https://mirror.example.com"}]}
 auth:
   oauth2ClientCredentials:
     tokenUrl: "http://localhost:8080/token"

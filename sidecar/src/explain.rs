@@ -211,6 +211,25 @@ pub fn run(args: &ExplainArgs, out: &mut dyn Write) -> Result<(), ExplainError> 
     ] {
         writeln!(out, "  {name}: {}", value.unwrap_or_else(|e| e.to_string()))?;
     }
+    if !cfg.upstream.failover.is_empty() {
+        let endpoints: Vec<String> = cfg
+            .upstream
+            .failover
+            .iter()
+            .map(|e| {
+                let scheme = match e.scheme {
+                    attache_api::config::Scheme::Http => "http",
+                    attache_api::config::Scheme::Https => "https",
+                };
+                format!("{scheme}://{}{}", e.authority(), e.base_path)
+            })
+            .collect();
+        writeln!(
+            out,
+            "  failover (after a connect failure, a retryOn status or an open circuit): {}",
+            endpoints.join(", ")
+        )?;
+    }
     if let Some(llm) = &cfg.llm {
         let value = serde_json::to_string(llm).unwrap_or_else(|e| e.to_string());
         writeln!(out, "  llm (tokens counted, limit headers obeyed): {value}")?;

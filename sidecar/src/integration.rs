@@ -46,6 +46,15 @@ pub enum PathOrigin {
     Absolute,
 }
 
+/// A failover endpoint of the same API: where an attempt goes instead of the primary.
+pub struct Endpoint {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// `Host` sent to this endpoint.
+    pub host_header: HeaderValue,
+    base_path: String,
+}
+
 pub struct Integration {
     pub name: String,
     pub config: SidecarConfig,
@@ -54,6 +63,8 @@ pub struct Integration {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     pub client: UpstreamClient,
+    /// `upstream.failover`, in order (endpoint `i + 1`); the client keeps a pool for each.
+    pub failover: Vec<Endpoint>,
     pub credentials: Credentials,
     pub policies: Arc<Policies>,
     /// The header carrying the idempotency key (`retry.idempotencyKey.header`).
@@ -113,10 +124,20 @@ impl Integration {
             })?;
         let authority = up.host_port().parse().map_err(|_| bad("host"))?;
         let host_header = HeaderValue::try_from(up.authority()).map_err(|_| bad("host"))?;
-        let scheme = match up.scheme {
-            Scheme::Http => http::uri::Scheme::HTTP,
-            Scheme::Https => http::uri::Scheme::HTTPS,
-        };
+        let scheme = uri_scheme(up.scheme);
+        let failover = up
+            .failover
+            .iter()
+            .map(|e| {
+                Ok(Endpoint {
+                    scheme: uri_scheme(e.scheme),
+                    authority: e.host_port().parse().map_err(|_| bad("failover host"))?,
+                    host_header: HeaderValue::try_from(e.authority())
+                        .map_err(|_| bad("failover host"))?,
+                    base_path: e.base_path.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         let idempotency_header = HeaderName::try_from(config.retry.idempotency_header.as_str())
             .map_err(|_| bad("retry.idempotencyKey.header"))?;
         let series = IntegrationMetrics::new(metrics, &name);
@@ -134,6 +155,7 @@ impl Integration {
             scheme,
             authority,
             client,
+            failover,
             credentials,
             policies,
             idempotency_header,
@@ -158,6 +180,25 @@ impl Integration {
         join_upstream_uri(&self.scheme, &self.authority, base, pq)
     }
 
+    /// The URI of a request to failover endpoint `i` (1-based, as in `x-attache-endpoint`):
+    /// the app's path after the primary's base path, under the endpoint's own base path.
+    pub fn endpoint_uri(&self, i: usize, primary: &Uri) -> Option<(Uri, &HeaderValue)> {
+        let e = self.failover.get(i.checked_sub(1)?)?;
+        let pq = primary.path_and_query().map_or("/", PathAndQuery::as_str);
+        let base = self.config.upstream.base_path.as_str();
+        let relative = match pq.strip_prefix(base) {
+            Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => rest,
+            _ => pq,
+        };
+        let relative: PathAndQuery = if relative.is_empty() {
+            PathAndQuery::from_static("/")
+        } else {
+            relative.parse().ok()?
+        };
+        let uri = join_upstream_uri(&e.scheme, &e.authority, &e.base_path, Some(&relative)).ok()?;
+        Some((uri, &e.host_header))
+    }
+
     pub fn per_try_timeout(&self) -> Duration {
         self.config.timeouts.per_try.as_duration()
     }
@@ -169,6 +210,13 @@ impl Integration {
     /// Longest pause between two chunks of a response body.
     pub fn idle_timeout(&self) -> Duration {
         self.config.timeouts.idle.as_duration()
+    }
+}
+
+fn uri_scheme(s: Scheme) -> http::uri::Scheme {
+    match s {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
     }
 }
 

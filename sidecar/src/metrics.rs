@@ -91,6 +91,7 @@ pub struct Metrics {
     pub upstream_throttled: Family<IntegrationLabel, Counter>,
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub llm_ratelimit_remaining: Family<KindLabels, Gauge>,
+    pub failovers: Family<IntegrationLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -117,6 +118,7 @@ impl Metrics {
         let upstream_throttled = Family::<IntegrationLabel, Counter>::default();
         let llm_tokens = Family::<TokenLabels, Counter>::default();
         let llm_ratelimit_remaining = Family::<KindLabels, Gauge>::default();
+        let failovers = Family::<IntegrationLabel, Counter>::default();
         // prometheus-client appends `_total` to counters itself.
         r.register(
             "attache_requests",
@@ -174,6 +176,11 @@ impl Metrics {
             "What the LLM provider last said is left of its limits, by kind",
             llm_ratelimit_remaining.clone(),
         );
+        r.register(
+            "attache_failovers",
+            "Attempts sent to another endpoint than the one before (upstream.failover)",
+            failovers.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -188,6 +195,7 @@ impl Metrics {
             upstream_throttled,
             llm_tokens,
             llm_ratelimit_remaining,
+            failovers,
         }
     }
 
@@ -317,6 +325,7 @@ pub struct IntegrationMetrics {
     retries: Series<RetryReason>,
     rate_limited: Series<RateLimitAction>,
     throttled: OnceLock<Counter>,
+    failovers: OnceLock<Counter>,
     /// Model names seen (bounded by [`MAX_MODELS`]); LLM answers are slow, a lock is fine.
     models: std::sync::Mutex<Vec<String>>,
     /// `attache_inflight_requests`.
@@ -337,6 +346,7 @@ impl IntegrationMetrics {
             retries: Series::default(),
             rate_limited: Series::default(),
             throttled: OnceLock::new(),
+            failovers: OnceLock::new(),
             models: std::sync::Mutex::new(Vec::new()),
             inflight: families.inflight.get_or_create(&label).clone(),
             duration: families.request_duration.get_or_create(&label).clone(),
@@ -403,6 +413,18 @@ impl IntegrationMetrics {
             .get_or_init(|| {
                 self.families
                     .upstream_throttled
+                    .get_or_create(&Metrics::label(&self.integration))
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// `attache_failovers_total`: an attempt went to another endpoint than the one before.
+    pub fn failover(&self) {
+        self.failovers
+            .get_or_init(|| {
+                self.families
+                    .failovers
                     .get_or_create(&Metrics::label(&self.integration))
                     .clone()
             })

@@ -28,6 +28,8 @@ use crate::{
 pub struct Cleared<'a> {
     ticket: Ticket<'a>,
     body: Body,
+    /// The endpoint it goes to (0: the primary; then `upstream.failover` in order).
+    pub endpoint: usize,
 }
 
 /// Why an attempt could not go out.
@@ -48,14 +50,18 @@ pub struct Attempted {
     pub outcome: AttemptOutcome,
     /// The response's `Retry-After`, if it has one.
     pub retry_after: Option<Duration>,
+    /// The endpoint that answered (or failed).
+    pub endpoint: usize,
 }
 
 /// Waits for the rate gate (retries pass it too: the third party counts them), then asks the
-/// breaker. Never waits past `deadline`.
+/// breaker of endpoint `from`, and of the next endpoints in turn while theirs are open (with
+/// no failover endpoints, only the primary's). Never waits past `deadline`.
 pub async fn clear<'a>(
     ig: &'a Integration,
     deadline: Instant,
     body: &mut RequestBody,
+    from: usize,
 ) -> Result<Cleared<'a>, Refused> {
     let p = &ig.policies;
     match p.gate.acquire(deadline).await {
@@ -69,10 +75,30 @@ pub async fn clear<'a>(
             return Err(Refused::RateLimited(l));
         }
     }
-    let ticket = p.breaker.admit().map_err(Refused::CircuitOpen)?;
+    let (ticket, endpoint) = admit_endpoint(ig, from).map_err(Refused::CircuitOpen)?;
     // Dropping the ticket here frees its probe slot.
     let body = body.for_attempt().ok_or(Refused::BodySpent)?;
-    Ok(Cleared { ticket, body })
+    Ok(Cleared {
+        ticket,
+        body,
+        endpoint,
+    })
+}
+
+/// The first endpoint from `from` on (wrapping around) whose breaker lets an attempt through.
+fn admit_endpoint(ig: &Integration, from: usize) -> Result<(Ticket<'_>, usize), Rejected> {
+    let p = &ig.policies;
+    let n = p.endpoints();
+    let mut first_refusal = None;
+    for i in (0..n).map(|k| (from + k) % n) {
+        match p.breaker_of(i).admit() {
+            Ok(ticket) => return Ok((ticket, i)),
+            Err(r) => {
+                first_refusal.get_or_insert(r);
+            }
+        }
+    }
+    Err(first_refusal.expect("at least the primary endpoint"))
 }
 
 /// Sends one cleared attempt (a retry when `retry` says why), records it with the breaker and
@@ -88,7 +114,9 @@ pub async fn send(
         tracing::debug!(integration = %ig.name, reason = reason.label(), "retrying");
     }
     let per_try = ig.per_try_timeout();
-    let sent = tokio::time::timeout(per_try, ig.client.request(prepared.request(cleared.body)));
+    let endpoint = cleared.endpoint;
+    let req = prepared.request_to(ig, endpoint, cleared.body);
+    let sent = tokio::time::timeout(per_try, ig.client.request(req));
     let result = match sent.await {
         Ok(result) => result,
         Err(_) => Err(AttemptError::PerTryTimeout(per_try)),
@@ -115,6 +143,7 @@ pub async fn send(
         result,
         outcome,
         retry_after,
+        endpoint,
     }
 }
 

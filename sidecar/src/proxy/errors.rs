@@ -30,6 +30,9 @@ pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-attache-error");
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-attache-attempts");
 /// Why retrying stopped before `maxAttempts` although `retryOn` lists the failure.
 pub const RETRY_STOPPED_HEADER: HeaderName = HeaderName::from_static("x-attache-retry-stopped");
+/// Which endpoint answered (0: the primary, then `upstream.failover` in order); sent only by
+/// integrations with failover endpoints.
+pub const ENDPOINT_HEADER: HeaderName = HeaderName::from_static("x-attache-endpoint");
 
 /// The error codes of the README ("Errors the sidecar makes itself").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

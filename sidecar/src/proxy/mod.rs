@@ -10,6 +10,7 @@
 pub mod attempt;
 pub mod connections;
 pub mod errors;
+pub mod failover;
 pub mod headers;
 pub mod listener;
 pub mod prepare;

@@ -78,13 +78,25 @@ pub enum CheckError {
 // === impl Prepared ===
 
 impl Prepared {
-    /// The request for one attempt.
+    /// The request for one attempt to the primary endpoint.
     pub fn request(&self, body: Body) -> Request<Body> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = self.headers.clone();
+        req
+    }
+
+    /// The request for one attempt to endpoint `endpoint` (0: the primary; then
+    /// `upstream.failover` in order): same method, path, headers and credentials, the
+    /// endpoint's URL and `Host`.
+    pub fn request_to(&self, ig: &Integration, endpoint: usize, body: Body) -> Request<Body> {
+        let mut req = self.request(body);
+        if let Some((uri, host)) = ig.endpoint_uri(endpoint, &self.uri) {
+            *req.uri_mut() = uri;
+            req.headers_mut().insert(header::HOST, host.clone());
+        }
         req
     }
 }
@@ -100,7 +112,7 @@ pub async fn request(
     // A request the sidecar will not forward is refused before it takes any slot.
     check(&parts)?;
     let p = &ig.policies;
-    if let Some(wait) = p.breaker.open_for() {
+    if let Some(wait) = p.all_open_for() {
         return Err(PrepareError::CircuitOpen(wait));
     }
     let held = held.with_permit(

@@ -8,7 +8,8 @@
 //!     ─► attempt: rate gate ─► breaker admit ─► send (per-try timeout) ─► breaker record
 //!        ─► provider backpressure                                            (attempt.rs)
 //!     ─► retrying: retryOn, maxAttempts, idempotency, Retry-After or backoff, deadline,
-//!        budget ─► next attempt, or the answer                     (resilience/retry.rs)
+//!        budget ─► next attempt (to the next failover endpoint after a connect failure or
+//!        a retryOn status), or the answer            (resilience/retry.rs, failover.rs)
 //!     ─► respond: hygiene, x-attache-attempts, held slot until the body ends (respond.rs)
 //! ```
 //! The whole of it runs under the integration's total request timeout. Every failure is a
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use super::{
     attempt, errors,
     errors::{RequestTimeout, SidecarError},
-    prepare,
+    failover, prepare,
     respond::{self, Held},
 };
 use crate::{
@@ -95,16 +96,26 @@ async fn forward(
     let mut retrying = Retrying::start(retry, budget, prepared.resend_safe, deadline);
     // The last answer, kept while the next attempt waits: the app gets it if that is refused.
     let mut kept = None;
+    // Where the next attempt goes first (`upstream.failover`); every request starts at the
+    // primary, so traffic returns to it once its circuit lets attempts through again.
+    let (mut endpoint, mut previous) = (0, 0);
     loop {
-        let cleared = match attempt::clear(ig, deadline, &mut body).await {
+        let cleared = match attempt::clear(ig, deadline, &mut body, endpoint).await {
             Ok(c) => c,
             Err(r) => return respond::refused(r, kept, retrying.attempts(), held),
         };
+        if cleared.endpoint != previous {
+            ig.metrics.failover();
+        }
+        previous = cleared.endpoint;
         drop(kept.take()); // its connection goes back to the pool before the next attempt
         let attempted = attempt::send(ig, cleared, &prepared, retrying.sending()).await;
         let (outcome, retry_after) = (attempted.outcome, attempted.retry_after);
         let delay = match retrying.after(outcome, retry_after, body.replayable(), rand::rng) {
-            Next::Retry { delay, .. } => delay,
+            Next::Retry { delay, reason } => {
+                endpoint = failover::next_endpoint(ig, attempted.endpoint, reason);
+                delay
+            }
             Next::Done(why) => return respond::answer(attempted, retrying.attempts(), why, held),
         };
         kept = Some(attempted);

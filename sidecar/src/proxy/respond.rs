@@ -20,7 +20,7 @@ use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
 use super::{
     attempt::{Attempted, Refused},
-    errors::{SidecarError, ATTEMPTS_HEADER, RETRY_STOPPED_HEADER},
+    errors::{SidecarError, ATTEMPTS_HEADER, ENDPOINT_HEADER, RETRY_STOPPED_HEADER},
     headers::strip_hop_by_hop,
 };
 use crate::{
@@ -43,8 +43,9 @@ pub fn answer(
         tracing::debug!(integration = %held.integration.name, attempts, stopped = why.as_str(),
             "retrying stopped before maxAttempts");
     }
+    let endpoint = attempted.endpoint;
     match attempted.result {
-        Ok(resp) => Ok(finish(resp, attempts, stopped, held)),
+        Ok(resp) => Ok(finish(resp, attempts, stopped, endpoint, held)),
         Err(e) => Err(SidecarError::from(e)
             .after_attempts(attempts)
             .with_retry_stopped(stopped)),
@@ -76,11 +77,15 @@ fn finish(
     resp: Response<Incoming>,
     attempts: u32,
     stopped: Option<Stopped>,
+    endpoint: usize,
     mut held: Held,
 ) -> Response<Body> {
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(ATTEMPTS_HEADER, attempts.into());
+    if !held.integration.failover.is_empty() {
+        parts.headers.insert(ENDPOINT_HEADER, endpoint.into());
+    }
     if let Some(why) = stopped {
         parts
             .headers

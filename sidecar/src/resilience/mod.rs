@@ -17,7 +17,10 @@ pub mod retry_after;
 pub mod tokens;
 
 use attache_api::{
-    config::{CircuitBreakerConfig, ConcurrencyConfig, LlmConfig, RateLimitConfig, RetryConfig},
+    config::{
+        CircuitBreakerConfig, ConcurrencyConfig, LlmConfig, RateLimitConfig, RetryConfig,
+        UpstreamConfig,
+    },
     SidecarConfig,
 };
 
@@ -31,7 +34,10 @@ use std::sync::Arc;
 
 /// The stateful policies of one integration.
 pub struct Policies {
+    /// The primary endpoint's breaker (its state is `attache_circuit_state`).
     pub breaker: Breaker,
+    /// One breaker per `upstream.failover` endpoint, in order.
+    pub failover_breakers: Vec<Breaker>,
     pub gate: RateGate,
     pub bulkhead: Bulkhead,
     pub budget: RetryBudget,
@@ -48,6 +54,7 @@ struct PolicyConfig {
     rate_limit: Option<RateLimitConfig>,
     concurrency: ConcurrencyConfig,
     llm: Option<LlmConfig>,
+    failover: Vec<UpstreamConfig>,
 }
 
 impl Policies {
@@ -56,6 +63,12 @@ impl Policies {
         let config = PolicyConfig::of(cfg);
         Self {
             breaker: Breaker::new(&cfg.circuit_breaker, circuit_gauge),
+            failover_breakers: cfg
+                .upstream
+                .failover
+                .iter()
+                .map(|_| Breaker::new(&cfg.circuit_breaker, Gauge::default()))
+                .collect(),
             gate: RateGate::new(
                 cfg.rate_limit.as_ref(),
                 cfg.concurrency.max_queue_wait.as_duration(),
@@ -65,6 +78,28 @@ impl Policies {
             tokens: cfg.llm.as_ref().and_then(TokenBudget::new),
             config,
         }
+    }
+
+    /// The breaker of endpoint `i` (0: the primary, then the failover endpoints).
+    pub fn breaker_of(&self, i: usize) -> &Breaker {
+        match i {
+            0 => &self.breaker,
+            i => &self.failover_breakers[i - 1],
+        }
+    }
+
+    /// Endpoints: the primary and the failover ones.
+    pub fn endpoints(&self) -> usize {
+        1 + self.failover_breakers.len()
+    }
+
+    /// Fail fast only when every endpoint's circuit is open: the soonest half-open.
+    pub fn all_open_for(&self) -> Option<std::time::Duration> {
+        let mut soonest = self.breaker.open_for()?;
+        for b in &self.failover_breakers {
+            soonest = soonest.min(b.open_for()?);
+        }
+        Some(soonest)
     }
 
     /// True when `cfg` would build the same policies (so their state can be kept).
@@ -81,6 +116,7 @@ impl PolicyConfig {
             rate_limit: cfg.rate_limit.clone(),
             concurrency: cfg.concurrency.clone(),
             llm: cfg.llm.clone(),
+            failover: cfg.upstream.failover.clone(),
         }
     }
 }
