@@ -70,6 +70,8 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub client_cert_expiry: Family<IntegrationLabel, Gauge>,
     pub upstream_throttled: Family<IntegrationLabel, Counter>,
+    /// `attache_webhooks_total{integration,result}` (inbound webhooks, `webhooks/`).
+    pub webhooks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,6 +143,12 @@ impl Metrics {
             "Upstream throttling signals (429s and Retry-After holds)",
             upstream_throttled.clone(),
         );
+        let webhooks = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "attache_webhooks",
+            "Inbound webhook requests, by result (verified, bad_signature, stale, replay, too_large, forward_error)",
+            webhooks.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -153,7 +161,18 @@ impl Metrics {
             config_reloads,
             client_cert_expiry,
             upstream_throttled,
+            webhooks,
         }
+    }
+
+    /// `attache_webhooks_total`: one webhook request's outcome.
+    pub fn webhook(&self, integration: &str, result: WebhookResult) {
+        self.webhooks
+            .get_or_create(&ResultLabels {
+                integration: integration.to_string(),
+                result: result.label().to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -184,6 +203,32 @@ impl Metrics {
 pub trait LabelValue: Copy + Eq {
     /// The label's text; borrowed, never allocated.
     fn label(&self) -> &str;
+}
+
+/// The `result` label of `attache_webhooks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// Verified and answered by the app (whatever its status).
+    Verified,
+    BadSignature,
+    Stale,
+    Replay,
+    TooLarge,
+    /// Verified, but the app did not answer.
+    ForwardError,
+}
+
+impl LabelValue for WebhookResult {
+    fn label(&self) -> &str {
+        match self {
+            WebhookResult::Verified => "verified",
+            WebhookResult::BadSignature => "bad_signature",
+            WebhookResult::Stale => "stale",
+            WebhookResult::Replay => "replay",
+            WebhookResult::TooLarge => "too_large",
+            WebhookResult::ForwardError => "forward_error",
+        }
+    }
 }
 
 /// The `result` label of `attache_config_reloads_total`.
