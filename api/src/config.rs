@@ -13,6 +13,7 @@
 //!     oauth2-client-secret oauth2ClientCredentials client secret        (Secret)
 //!     ca.crt               PEM CA bundle, when tls.caBundleRef is set   (Secret)
 //!     tls.crt, tls.key     client certificate chain and key (mTLS)      (Secret)
+//!     webhook-secrets      webhook signing secrets, one per line        (Secret)
 //! ```
 //!
 //! `config.json` names the secret files it needs, so a missing file is an error that names it.
@@ -39,6 +40,8 @@ pub mod ports {
     pub const PROXY: u16 = 15080;
     /// `/metrics`, `/healthz`, `/readyz`.
     pub const ADMIN: u16 = 15090;
+    /// The webhook listener (container port `attache-webhooks`).
+    pub const WEBHOOKS: u16 = 15100;
 }
 
 /// `ATTACHE_<NAME>_URL`, the variable that carries an integration's listener URL to the app:
@@ -84,6 +87,9 @@ pub struct SidecarConfig {
     pub concurrency: ConcurrencyConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmConfig>,
+    /// Inbound webhooks, when the integration has `spec.webhooks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<crate::webhooks::WebhooksConfig>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

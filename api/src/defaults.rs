@@ -1,6 +1,7 @@
 //! Every default of the spec in one place, so documentation and behaviour cannot drift.
 
 use crate::{
+    bytesize::ByteSize,
     config::RetryOn,
     duration::KubeDuration,
     spec::{OnLimit, RateLimitScope},
@@ -56,3 +57,8 @@ pub const MAX_IN_FLIGHT: u32 = 100;
 
 /// Output tokens estimated for an LLM request that does not say how many it may use.
 pub const LLM_DEFAULT_MAX_TOKENS: u32 = 1024;
+/// Stripe's own libraries accept signatures up to 5 minutes old.
+pub const WEBHOOK_TOLERANCE: KubeDuration = KubeDuration::from_secs(300);
+/// Providers retry failed deliveries for hours to days; a day covers the common retries.
+pub const WEBHOOK_REPLAY_WINDOW: KubeDuration = KubeDuration::from_secs(24 * 3600);
+pub const WEBHOOK_MAX_BODY_BYTES: ByteSize = ByteSize::mebibytes(1);

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod bytesize;
 pub mod config;
 pub mod defaults;
 pub mod duration;
@@ -16,6 +17,7 @@ pub mod render;
 pub mod secret;
 pub mod spec;
 pub mod validate;
+pub mod webhooks;
 
 pub use config::SidecarConfig;
 pub use duration::KubeDuration;

@@ -210,14 +210,27 @@ pub fn render_at(
     upstream.failover = checked.failover.iter().map(upstream_config).collect();
     let auth = auth_config(&checked, source, &mut files);
     let tls = tls_config(spec, source, unix_secs(now), &mut files);
-    let (auth, (tls, not_after)) = match (auth, tls) {
-        (Ok(auth), Ok(tls)) => (auth, tls),
-        (auth, tls) => {
+    let l = Lookup { source };
+    let webhooks = spec
+        .webhooks
+        .as_ref()
+        .map(|w| crate::webhooks::render::render(&name, w, |f, n, k| l.secret(f, n, k)))
+        .transpose();
+    let (auth, (tls, not_after), webhooks) = match (auth, tls, webhooks) {
+        (Ok(auth), Ok(tls), Ok(webhooks)) => (auth, tls, webhooks),
+        (auth, tls, webhooks) => {
             return Err(RenderError::all(
-                [auth.err(), tls.err()].into_iter().flatten().collect(),
+                [auth.err(), tls.err(), webhooks.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
             ))
         }
     };
+    let webhooks = webhooks.map(|(config, (file, secrets))| {
+        files.insert(file, secrets);
+        config
+    });
     let config = SidecarConfig {
         api_version: CONFIG_API_VERSION.to_string(),
         name,
@@ -231,6 +244,7 @@ pub fn render_at(
         rate_limit: rate_limit_config(spec, opts),
         concurrency: concurrency_config(spec),
         llm: llm_config(spec, opts),
+        webhooks,
     };
     Ok(Rendered {
         config,
@@ -270,6 +284,9 @@ pub fn referenced_objects(spec: &ExternalIntegrationSpec) -> (Vec<String>, Vec<S
         if let Some(cc) = &t.client_certificate {
             secrets.push(cc.secret_name.clone());
         }
+    }
+    if let Some(w) = &spec.webhooks {
+        secrets.push(w.verify.secret_key_ref.name.clone());
     }
     secrets.sort();
     secrets.dedup();

@@ -20,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::KubeDuration;
+pub use crate::webhooks::{WebhookVerifySpec, WebhooksSpec};
 
 /// A third-party API that pods of this namespace may call through the Attaché sidecar.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -66,6 +67,9 @@ pub struct ExternalIntegrationSpec {
     pub concurrency: Option<ConcurrencySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSpec>,
+    /// The third party's signed callbacks, verified by the sidecar (`crate::webhooks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhooksSpec>,
 }
 
 /// Where requests go.

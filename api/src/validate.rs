@@ -66,6 +66,9 @@ pub fn check_spec(spec: &ExternalIntegrationSpec) -> Result<CheckedSpec<'_>, Vec
             errs.push("spec.concurrency.maxInFlight", "must be at least 1");
         }
     }
+    if let Some(w) = &spec.webhooks {
+        crate::webhooks::validate::check(w, &mut errs.0);
+    }
     match (upstream, oauth2, retry_on) {
         (Some(upstream), Some(oauth2), Some(retry_on)) if errs.0.is_empty() => Ok(CheckedSpec {
             spec,
@@ -501,6 +504,7 @@ mod tests {
             rate_limit: None,
             llm: None,
             concurrency: None,
+            webhooks: None,
         }
     }
 

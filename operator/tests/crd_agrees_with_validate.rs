@@ -104,6 +104,27 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("maxAttempts as a string", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: "3"}}"#),
     ("allowInsecure as a string", "spec.upstream.allowInsecure", Schema, r#"{upstream: {url: "http://api.example.com", allowInsecure: "true"}}"#),
     ("retryOn not a list", "spec.retry.retryOn", Schema, r#"{retry: {retryOn: "5xx"}}"#),
+    // Inbound webhooks.
+    ("webhook forwardTo off the pod", "spec.webhooks.forwardTo", Cel, r#"{webhooks: {forwardTo: "http://10.0.0.7:8080/x", verify: {provider: github, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("webhook forwardTo over https", "spec.webhooks.forwardTo", Cel, r#"{webhooks: {forwardTo: "https://127.0.0.1:8080/x", verify: {provider: github, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("webhook forwardTo to a look-alike host", "spec.webhooks.forwardTo", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1.evil.example/x", verify: {provider: github, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("webhook path without a slash", "spec.webhooks.path", Cel, r#"{webhooks: {path: hooks, forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("webhook path with a query", "spec.webhooks.path", Cel, r#"{webhooks: {path: "/hooks?x=1", forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("twilio without publicUrl", "spec.webhooks.verify.publicUrl", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: twilio, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("publicUrl for github", "spec.webhooks.verify.publicUrl", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}, publicUrl: "https://hooks.example.com/x"}}}"#),
+    ("twilio publicUrl without a host", "spec.webhooks.verify.publicUrl", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: twilio, secretKeyRef: {name: wh, key: k}, publicUrl: "https:///x"}}}"#),
+    ("hmac-sha256 without header", "spec.webhooks.verify.header", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: hmac-sha256, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("invalid hmac-sha256 header", "spec.webhooks.verify.header", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: hmac-sha256, secretKeyRef: {name: wh, key: k}, header: "X Sig"}}}"#),
+    ("encoding for stripe", "spec.webhooks.verify", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: stripe, secretKeyRef: {name: wh, key: k}, encoding: base64}}}"#),
+    ("tolerance for github", "spec.webhooks.verify.tolerance", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}, tolerance: "5m"}}}"#),
+    ("zero tolerance", "spec.webhooks.verify.tolerance", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: stripe, secretKeyRef: {name: wh, key: k}, tolerance: "0s"}}}"#),
+    ("zero replayWindow", "spec.webhooks.replayWindow", Cel, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}}, replayWindow: "0s"}}"#),
+    ("unknown webhook provider", "spec.webhooks.verify.provider", Schema, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: paypal, secretKeyRef: {name: wh, key: k}}}}"#),
+    ("unknown hmac encoding", "spec.webhooks.verify.encoding", Schema, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: hmac-sha256, secretKeyRef: {name: wh, key: k}, header: X-Sig, encoding: base32}}}"#),
+    ("webhook body size in MB", "spec.webhooks.maxBodyBytes", Schema, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}}, maxBodyBytes: "1MB"}}"#),
+    ("zero webhook body size", "spec.webhooks.maxBodyBytes", Schema, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}}, maxBodyBytes: 0}}"#),
+    ("webhook without verify", "spec.webhooks.verify", Structure, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events"}}"#),
+    ("webhook verify field misspelt", "spec.webhooks.verify.secretRef", Structure, r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: github, secretKeyRef: {name: wh, key: k}, secretRef: {name: x}}}}"#),
     // Structure.
     ("misspelt field", "spec.retry.maxAttempt", Structure, r#"{retry: {maxAttempt: 3}}"#),
     ("unknown top-level spec field", "spec.timeout", Structure, r#"{timeout: "5s"}"#),
@@ -117,6 +138,11 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
 /// Specs that everyone must accept.
 #[rustfmt::skip]
 const GOOD: &[(&str, &str)] = &[
+    ("stripe webhooks with every field", r#"{webhooks: {path: /webhooks/stripe, forwardTo: "http://127.0.0.1:8080/events", verify: {provider: stripe, secretKeyRef: {name: wh, key: k}, tolerance: "5m"}, replayWindow: "24h", maxBodyBytes: 1Mi}}"#),
+    ("github webhooks, body size as an integer", r#"{webhooks: {forwardTo: "http://localhost:3000", verify: {provider: github, secretKeyRef: {name: wh, key: k}}, maxBodyBytes: 65536}}"#),
+    ("twilio webhooks", r#"{webhooks: {forwardTo: "http://[::1]:8080/sms", verify: {provider: twilio, secretKeyRef: {name: wh, key: k}, publicUrl: "https://hooks.example.com/twilio"}}}"#),
+    ("standard webhooks", r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: standard, secretKeyRef: {name: wh, key: k}, tolerance: "10m"}}}"#),
+    ("hmac-sha256 webhooks", r#"{webhooks: {forwardTo: "http://127.0.0.1:8080/events", verify: {provider: hmac-sha256, secretKeyRef: {name: wh, key: k}, header: X-Signature, prefix: "sha256=", encoding: base64}}}"#),
     ("minimal", r#"{}"#),
     ("the DESIGN.md example, every field", r#"
 upstream: {url: "https://api.stripe.com", allowInsecure: false}

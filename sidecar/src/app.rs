@@ -36,6 +36,8 @@ pub struct SidecarOptions {
     pub listen_ip: std::net::IpAddr,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The webhook listener's address; bound only when an integration has `webhooks`.
+    pub webhook_addr: SocketAddr,
     /// Header and idle timeouts and the per-listener connection cap of every listener.
     pub limits: ConnectionLimits,
 }
@@ -45,6 +47,8 @@ pub struct Sidecar {
     pub integration_addrs: Vec<(String, SocketAddr)>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The webhook listener's address, when one is bound.
+    pub webhook_addr: Option<SocketAddr>,
     pub metrics: Metrics,
     pub live: Live,
     ready: Readiness,
@@ -113,6 +117,11 @@ impl Sidecar {
         }
         let proxy_listener = bind(opts.proxy_addr, "the HTTP proxy", "--proxy-addr").await?;
         let admin_listener = bind(opts.admin_addr, "the admin endpoints", "--admin-addr").await?;
+        let webhook_listener = if crate::webhooks::any(&live) {
+            Some(bind(opts.webhook_addr, "the webhook listener", "--webhook-addr").await?)
+        } else {
+            None
+        };
 
         // The integration and proxy listeners share what the open-files limit allows, so that
         // the admin listener can always accept.
@@ -196,6 +205,17 @@ impl Sidecar {
                 ),
             ),
         )));
+        let webhook_addr = webhook_listener.map(|l| {
+            serve_webhooks(
+                l,
+                &live,
+                &metrics,
+                &stop_rx,
+                &graceful,
+                data_bounds("the webhook listener"),
+                &mut tasks,
+            )
+        });
         tasks.push(tokio::spawn(reload_loop(
             opts.source.clone(),
             live.clone(),
@@ -208,6 +228,7 @@ impl Sidecar {
             integration_addrs,
             proxy_addr,
             admin_addr,
+            webhook_addr,
             metrics,
             live,
             ready,
@@ -235,6 +256,42 @@ impl Sidecar {
             .await
             .is_ok()
     }
+}
+
+/// Starts the webhook listener's accept loop; returns its address.
+fn serve_webhooks(
+    listener: TcpListener,
+    live: &Live,
+    metrics: &Metrics,
+    stop: &watch::Receiver<bool>,
+    graceful: &Arc<GracefulShutdown>,
+    bounds: Bounds,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> SocketAddr {
+    let addr = listener.local_addr().expect("bound");
+    let paths: Vec<String> = live
+        .load()
+        .integrations
+        .iter()
+        .filter_map(|i| {
+            i.webhook
+                .as_ref()
+                .map(|w| format!("{} ({})", w.config.path, i.name))
+        })
+        .collect();
+    tracing::info!(%addr, paths = ?paths, "webhooks (verified, then forwarded to the app) on http://{addr}");
+    let (live, metrics) = (live.clone(), metrics.clone());
+    tasks.push(tokio::spawn(listener::serve(
+        listener,
+        move |req| {
+            let (live, metrics) = (live.clone(), metrics.clone());
+            async move { crate::webhooks::serve(&live, &metrics, req).await }
+        },
+        stop.clone(),
+        graceful.clone(),
+        bounds,
+    )));
+    addr
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &'static str) -> Result<TcpListener, StartError> {

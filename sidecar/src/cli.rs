@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// (in a pod, for the kubelet's probes and Prometheus).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub admin_addr: Option<SocketAddr>,
+    /// Address of the webhook listener (the third party's signed callbacks, bound only when an
+    /// integration has `webhooks`): IP:PORT or HOST:PORT. Default: 127.0.0.1:15100 in local
+    /// mode (--manifest), 0.0.0.0:15100 with --config-dir (behind the cluster's Ingress).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub webhook_addr: Option<SocketAddr>,
     /// Runtime worker threads; default: the CPUs the cgroup quota allows.
     #[arg(long)]
     pub worker_threads: Option<usize>,
@@ -150,8 +155,12 @@ impl RunArgs {
         let admin_addr = self
             .admin_addr
             .unwrap_or_else(|| SocketAddr::from((admin_ip, ports::ADMIN)));
+        let webhook_addr = self
+            .webhook_addr
+            .unwrap_or_else(|| SocketAddr::from((admin_ip, ports::WEBHOOKS)));
         SidecarOptions {
             source,
+            webhook_addr,
             first_port: self.first_port,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             proxy_addr: self.proxy_addr,
@@ -261,6 +270,38 @@ mod tests {
                 ]
                 .concat()
             ),
+            "127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn the_webhook_listener_stays_on_loopback_in_local_mode() {
+        let webhook = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            #[allow(irrefutable_let_patterns)]
+            let Command::Run(r) = cli.command
+            else {
+                panic!("not run")
+            };
+            r.options().webhook_addr.to_string()
+        };
+        assert_eq!(
+            webhook(&["attache-sidecar", "run", "--manifest", "m"]),
+            "127.0.0.1:15100"
+        );
+        assert_eq!(
+            webhook(&["attache-sidecar", "run", "--config-dir", "d"]),
+            "0.0.0.0:15100"
+        );
+        assert_eq!(
+            webhook(&[
+                "attache-sidecar",
+                "run",
+                "--manifest",
+                "m",
+                "--webhook-addr",
+                "localhost:9"
+            ]),
             "127.0.0.1:9"
         );
     }

@@ -35,6 +35,11 @@ pub enum BuildError {
     },
     #[error("integration {name:?}: upstream {what} is invalid")]
     Upstream { name: String, what: String },
+    #[error("integration {name:?}: {source}")]
+    Webhooks {
+        name: String,
+        source: crate::webhooks::EndpointError,
+    },
 }
 
 /// How the app named a request's path, which decides whether the base path is added.
@@ -72,6 +77,8 @@ pub struct Integration {
     /// Every series of this integration, typed (counts on the hot path hash nothing).
     pub metrics: IntegrationMetrics,
     pub client_certificate_not_after: Option<i64>,
+    /// The inbound webhook endpoint, when the integration has `webhooks`.
+    pub webhook: Option<Arc<crate::webhooks::Endpoint>>,
 }
 
 impl Integration {
@@ -149,7 +156,15 @@ impl Integration {
         if let Some(t) = loaded.client_certificate_not_after {
             series.client_certificate_expiry(t);
         }
+        let webhook =
+            crate::webhooks::Endpoint::build(loaded, previous.and_then(|p| p.webhook.as_deref()))
+                .map_err(|source| BuildError::Webhooks {
+                    name: name.clone(),
+                    source,
+                })?
+                .map(Arc::new);
         Ok(Self {
+            webhook,
             name,
             host_header,
             scheme,

@@ -23,6 +23,8 @@
 //!   token cache).
 //! - [`upstream`]: connections to the third party: `connector` (TCP + TLS), `tls` (rustls
 //!   config), `pool` (kept-alive connections), `failure` (what a failed attempt means).
+//! - [`webhooks`]: the inbound side: the third party's signed callbacks, verified (`verify`,
+//!   one module per provider), checked for replays (`replay`) and forwarded to the app.
 //! - [`explain`]: `attache-sidecar explain`, what would be sent for one request.
 //! - [`metrics`]: the Prometheus families and the per-integration handle with typed labels.
 //! - [`body`], [`clock`]: the body type and overflow-free deadlines.
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod resilience;
 pub mod upstream;
+pub mod webhooks;
 
 // The connection pool's tests use the demo's PKI (part of it), also in a build without the demo.
 #[cfg(all(test, not(feature = "demo")))]

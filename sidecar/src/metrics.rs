@@ -92,6 +92,8 @@ pub struct Metrics {
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub llm_ratelimit_remaining: Family<KindLabels, Gauge>,
     pub failovers: Family<IntegrationLabel, Counter>,
+    /// `attache_webhooks_total{integration,result}` (inbound webhooks, `webhooks/`).
+    pub webhooks: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -181,6 +183,12 @@ impl Metrics {
             "Attempts sent to another endpoint than the one before (upstream.failover)",
             failovers.clone(),
         );
+        let webhooks = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "attache_webhooks",
+            "Inbound webhook requests, by result (verified, bad_signature, stale, replay, too_large, forward_error)",
+            webhooks.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -196,7 +204,18 @@ impl Metrics {
             llm_tokens,
             llm_ratelimit_remaining,
             failovers,
+            webhooks,
         }
+    }
+
+    /// `attache_webhooks_total`: one webhook request's outcome.
+    pub fn webhook(&self, integration: &str, result: WebhookResult) {
+        self.webhooks
+            .get_or_create(&ResultLabels {
+                integration: integration.to_string(),
+                result: result.label().to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -227,6 +246,32 @@ impl Metrics {
 pub trait LabelValue: Copy + Eq {
     /// The label's text; borrowed, never allocated.
     fn label(&self) -> &str;
+}
+
+/// The `result` label of `attache_webhooks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// Verified and answered by the app (whatever its status).
+    Verified,
+    BadSignature,
+    Stale,
+    Replay,
+    TooLarge,
+    /// Verified, but the app did not answer.
+    ForwardError,
+}
+
+impl LabelValue for WebhookResult {
+    fn label(&self) -> &str {
+        match self {
+            WebhookResult::Verified => "verified",
+            WebhookResult::BadSignature => "bad_signature",
+            WebhookResult::Stale => "stale",
+            WebhookResult::Replay => "replay",
+            WebhookResult::TooLarge => "too_large",
+            WebhookResult::ForwardError => "forward_error",
+        }
+    }
 }
 
 /// The `result` label of `attache_config_reloads_total`.

@@ -9,6 +9,7 @@ pub mod process;
 pub mod resilience_harness;
 pub mod sidecar;
 pub mod upstream;
+pub mod webhooks;
 
 pub use client::{get, send, HttpClient, Response};
 pub use pki::{init_crypto, write_file, CertPair, TestCa};

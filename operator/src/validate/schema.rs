@@ -49,7 +49,13 @@ impl Checker {
             return;
         }
         if schema.x_kubernetes_int_or_string == Some(true) {
-            if !(value.is_string() || is_integer(value)) {
+            // Each form gets the constraints that apply to it (`pattern` to strings,
+            // `minimum` to integers), as the API server does.
+            if value.is_string() {
+                self.string(schema, path, value);
+            } else if is_integer(value) {
+                self.number(schema, path, value);
+            } else {
                 self.push(
                     path,
                     format!("must be an integer or a string, not {}", kind(value)),

@@ -82,6 +82,9 @@ fn load_one(dir: &Path) -> Result<LoadedIntegration, LoadError> {
     if config.tls.client_certificate {
         needed.extend([files::CLIENT_CERT, files::CLIENT_KEY]);
     }
+    if config.webhooks.is_some() {
+        needed.push(attache_api::webhooks::config::SECRETS_FILE);
+    }
     let mut secret_files = BTreeMap::new();
     for f in needed {
         let p = dir.join(f);

@@ -98,6 +98,7 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         proxy_addr: any(0),
         admin_addr: any(0),
+        webhook_addr: any(0),
         limits: Default::default(),
     })
     .await
