@@ -90,6 +90,16 @@ pub struct SidecarConfig {
     /// Inbound webhooks, when the integration has `spec.webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<crate::webhooks::WebhooksConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+}
+
+/// `spec.cache`, resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheConfig {
+    pub max_bytes: u64,
+    pub stale_if_error: KubeDuration,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -245,6 +245,10 @@ pub fn render_at(
         concurrency: concurrency_config(spec),
         llm: llm_config(spec, opts),
         webhooks,
+        cache: spec.cache.as_ref().map(|c| CacheConfig {
+            max_bytes: c.max_bytes.bytes(),
+            stale_if_error: c.stale_if_error.unwrap_or_default(),
+        }),
     };
     Ok(Rendered {
         config,

@@ -70,6 +70,21 @@ pub struct ExternalIntegrationSpec {
     /// The third party's signed callbacks, verified by the sidecar (`crate::webhooks`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<WebhooksSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// An in-memory HTTP cache of GET and HEAD answers, per pod, as HTTP caching allows
+/// (RFC 9111: Cache-Control, Expires, Vary, validators).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Memory for cached answers in each pod (`16Mi`); the least recently used go first.
+    pub max_bytes: crate::bytesize::ByteSize,
+    /// How long past its freshness an answer may still be served when the upstream fails
+    /// (connect errors, timeouts, 5xx) or the circuit is open; default 0 (never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<KubeDuration>,
 }
 
 /// Where requests go.

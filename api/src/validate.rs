@@ -504,6 +504,7 @@ mod tests {
             rate_limit: None,
             llm: None,
             concurrency: None,
+            cache: None,
             webhooks: None,
         }
     }

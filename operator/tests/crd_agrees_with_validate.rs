@@ -98,6 +98,10 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: global}}"#),
     ("unknown onLimit", "spec.rateLimit.onLimit", Schema, r#"{rateLimit: {requests: 10, onLimit: drop}}"#),
     ("nine failover endpoints", "spec.upstream.failover", Schema, r#"{upstream: {url: "https://a.example.com", failover: [{url: "https://b1.example.com"}, {url: "https://b2.example.com"}, {url: "https://b3.example.com"}, {url: "https://b4.example.com"}, {url: "https://b5.example.com"}, {url: "https://b6.example.com"}, {url: "https://b7.example.com"}, {url: "https://b8.example.com"}, {url: "https://b9.example.com"}]}}"#),
+    ("zero cache size", "spec.cache.maxBytes", Schema, r#"{cache: {maxBytes: 0}}"#),
+    ("negative cache size", "spec.cache.maxBytes", Schema, r#"{cache: {maxBytes: -1}}"#),
+    ("cache size in MB", "spec.cache.maxBytes", Schema, r#"{cache: {maxBytes: 16MB}}"#),
+    ("cache without a size", "spec.cache.maxBytes", Schema, r#"{cache: {staleIfError: 10m}}"#),
     ("unknown LLM provider", "spec.llm.provider", Schema, r#"{llm: {provider: gemini}}"#),
     ("LLM without a provider", "spec.llm.provider", Schema, r#"{llm: {tokensPerMinute: 1000}}"#),
     ("minVersion as a number", "spec.tls.minVersion", Schema, r#"{tls: {minVersion: 1.3}}"#),
@@ -184,7 +188,8 @@ retry: {maxAttempts: 10, backoff: {base: 1s, max: 1s}, retryOn: ["400", "599"], 
 circuitBreaker: {failureRate: {percent: 100, window: 1m, minimumRequests: 1}, openDuration: 5m, maxOpenDuration: 5m}
 rateLimit: {requests: 1, per: 1h30m, burst: 1, scope: pod, onLimit: reject, maxQueueWait: 0s}
 concurrency: {maxInFlight: 4294967295}
-llm: {provider: openai, tokensPerMinute: 4294967295, defaultMaxTokens: 1}"#),
+llm: {provider: openai, tokensPerMinute: 4294967295, defaultMaxTokens: 1}
+cache: {maxBytes: 16Mi, staleIfError: 10m}"#),
     ("mTLS bank, CA from a ConfigMap, IP server name, TLS 1.3", r#"
 upstream: {url: "https://10.0.0.7:8443"}
 auth: {basic: {secretRef: {name: bank-basic}}}

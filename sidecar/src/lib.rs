@@ -17,6 +17,8 @@
 //! - [`resilience`]: per-integration policy state and pure decisions: `breaker`, `ratelimit`
 //!   (limit + provider holds), `bulkhead`, `budget`, `retry` (the `Retrying` state machine),
 //!   `backoff`, `retry_after`, `replay` (the replay buffer), `tokens` (an LLM token budget).
+//! - [`cache`]: `spec.cache`, stored GET/HEAD answers (RFC 9111 rules from
+//!   `http-cache-semantics`), bounded by bytes.
 //! - [`llm`]: LLM providers: token usage read from streaming answers, request estimates,
 //!   the providers' limit headers.
 //! - [`credentials`]: header, query and OAuth2 client-credentials injection (`oauth2`: the
@@ -36,6 +38,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub llm_ratelimit_remaining: Family<KindLabels, Gauge>,
     pub failovers: Family<IntegrationLabel, Counter>,
+    pub cache: Family<ResultLabels, Counter>,
     /// `attache_webhooks_total{integration,result}` (inbound webhooks, `webhooks/`).
     pub webhooks: Family<ResultLabels, Counter>,
 }
@@ -121,6 +122,7 @@ impl Metrics {
         let llm_tokens = Family::<TokenLabels, Counter>::default();
         let llm_ratelimit_remaining = Family::<KindLabels, Gauge>::default();
         let failovers = Family::<IntegrationLabel, Counter>::default();
+        let cache = Family::<ResultLabels, Counter>::default();
         // prometheus-client appends `_total` to counters itself.
         r.register(
             "attache_requests",
@@ -183,6 +185,11 @@ impl Metrics {
             "Attempts sent to another endpoint than the one before (upstream.failover)",
             failovers.clone(),
         );
+        r.register(
+            "attache_cache",
+            "Answers of integrations with spec.cache, by result (hit, miss, stale)",
+            cache.clone(),
+        );
         let webhooks = Family::<ResultLabels, Counter>::default();
         r.register(
             "attache_webhooks",
@@ -204,6 +211,7 @@ impl Metrics {
             llm_tokens,
             llm_ratelimit_remaining,
             failovers,
+            cache,
             webhooks,
         }
     }
@@ -371,6 +379,7 @@ pub struct IntegrationMetrics {
     rate_limited: Series<RateLimitAction>,
     throttled: OnceLock<Counter>,
     failovers: OnceLock<Counter>,
+    cache: Series<crate::cache::CacheResult>,
     /// Model names seen (bounded by [`MAX_MODELS`]); LLM answers are slow, a lock is fine.
     models: std::sync::Mutex<Vec<String>>,
     /// `attache_inflight_requests`.
@@ -392,6 +401,7 @@ impl IntegrationMetrics {
             rate_limited: Series::default(),
             throttled: OnceLock::new(),
             failovers: OnceLock::new(),
+            cache: Series::default(),
             models: std::sync::Mutex::new(Vec::new()),
             inflight: families.inflight.get_or_create(&label).clone(),
             duration: families.request_duration.get_or_create(&label).clone(),
@@ -474,6 +484,19 @@ impl IntegrationMetrics {
                     .clone()
             })
             .inc();
+    }
+
+    /// `attache_cache_total`: one answer of an integration with a cache.
+    pub fn cache(&self, result: crate::cache::CacheResult) {
+        self.cache.inc(result, |result| {
+            self.families
+                .cache
+                .get_or_create(&ResultLabels {
+                    integration: self.integration.clone(),
+                    result: result.to_string(),
+                })
+                .clone()
+        });
     }
 
     /// `attache_llm_tokens_total`: one answer's reported usage.

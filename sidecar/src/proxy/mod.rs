@@ -8,6 +8,7 @@
 //! - `headers`: header hygiene; `errors`: the one place errors become responses.
 
 pub mod attempt;
+pub mod cached;
 pub mod connections;
 pub mod errors;
 pub mod failover;

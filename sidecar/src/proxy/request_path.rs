@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::{
-    attempt, errors,
+    attempt, cached, errors,
     errors::{RequestTimeout, SidecarError},
     failover, prepare,
     respond::{self, Held},
@@ -50,7 +50,9 @@ pub async fn serve(
         .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
     let deadline = clock::after(started, total);
-    let forwarded = forward(&integration, req, origin, deadline, held);
+    let forwarded = cached::through_cache(&integration, req, origin, |req| {
+        forward(&integration, req, origin, deadline, held)
+    });
     let result = match tokio::time::timeout_at(deadline, forwarded).await {
         Ok(r) => r,
         Err(_) => Err(RequestTimeout(total).into()),

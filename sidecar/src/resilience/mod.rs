@@ -43,6 +43,8 @@ pub struct Policies {
     pub budget: RetryBudget,
     /// `llm.tokensPerMinute`, if set.
     pub tokens: Option<Arc<TokenBudget>>,
+    /// `spec.cache`, if set: kept across reloads like the other state.
+    pub cache: Option<Arc<crate::cache::HttpCache>>,
     config: PolicyConfig,
 }
 
@@ -55,6 +57,7 @@ struct PolicyConfig {
     concurrency: ConcurrencyConfig,
     llm: Option<LlmConfig>,
     failover: Vec<UpstreamConfig>,
+    cache: Option<attache_api::config::CacheConfig>,
 }
 
 impl Policies {
@@ -76,6 +79,7 @@ impl Policies {
             bulkhead: Bulkhead::new(&cfg.concurrency),
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_second),
             tokens: cfg.llm.as_ref().and_then(TokenBudget::new),
+            cache: cfg.cache.as_ref().map(crate::cache::HttpCache::new),
             config,
         }
     }
@@ -117,6 +121,7 @@ impl PolicyConfig {
             concurrency: cfg.concurrency.clone(),
             llm: cfg.llm.clone(),
             failover: cfg.upstream.failover.clone(),
+            cache: cfg.cache.clone(),
         }
     }
 }

@@ -1,0 +1,108 @@
+//! An upstream answer on its way to the app, copied as it goes so that it can be stored once
+//! it has arrived whole. Nothing waits for the copy: the app gets each chunk at once, and an
+//! answer that grows past the entry bound, fails or is abandoned is simply not stored.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_cache_semantics::CachePolicy;
+
+use super::HttpCache;
+use crate::body::{Body, BoxError};
+
+/// What is stored when the body ends.
+pub struct Pending {
+    pub cache: Arc<HttpCache>,
+    pub key: String,
+    pub policy: CachePolicy,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+pub struct Tee {
+    inner: Body,
+    copy: BytesMut,
+    pending: Option<Pending>,
+}
+
+impl Tee {
+    pub fn new(inner: Body, pending: Pending) -> Self {
+        Self {
+            inner,
+            copy: BytesMut::new(),
+            pending: Some(pending),
+        }
+    }
+}
+
+impl Tee {
+    /// The whole body arrived: store it (once).
+    fn store(&mut self) {
+        if let Some(p) = self.pending.take() {
+            let body = std::mem::take(&mut self.copy).freeze();
+            p.cache.store(
+                p.key,
+                p.policy,
+                p.status,
+                p.headers,
+                body,
+                SystemTime::now(),
+            );
+        }
+    }
+}
+
+impl HttpBody for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(f) => f,
+        };
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(p), Some(data)) = (&this.pending, f.data_ref()) {
+                    if (this.copy.len() + data.len()) as u64 > p.cache.max_entry() {
+                        this.pending = None;
+                        this.copy = BytesMut::new();
+                    } else {
+                        this.copy.extend_from_slice(data);
+                    }
+                }
+                if f.is_trailers() {
+                    // Trailers cannot be replayed from the cache.
+                    this.pending = None;
+                }
+            }
+            Some(Err(_)) => this.pending = None,
+            None => this.store(),
+        }
+        // hyper stops polling once a body says it ended, so the end may come with the last
+        // data frame rather than as `None`.
+        if this.inner.is_end_stream() {
+            this.store();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
