@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Streams through the sidecar vs direct: one command, one markdown table.
+"""Streams and cache hits through the sidecar vs direct: one command, two markdown tables.
 
     python3 bench/stream.py [--rounds 3] [--events 400] [--every-ms 5] [--bulk-mib 256]
 
@@ -10,6 +10,9 @@ rotating order, each target (direct with mTLS, plain, llm):
     with the wall-clock time it was produced: how late each event reaches the reader;
   - reads a bulk stream of B MiB of event lines as fast as it goes, and the sidecar's CPU time
     (utime + stime from /proc) across it: CPU per streamed MiB.
+Then the cache (`cached`, `cache.maxBytes: 16Mi`): added latency of a cache hit vs a proxied
+request at 1k rps (attache-bench load on `/cacheable`, which answers `max-age=3600`), and the
+sidecar's RSS once 20,000 distinct 1 KiB answers went through the cache (full).
 Placement as in run.py: the sidecar alone on CPU 1 with one worker thread; upstream and
 reader on CPU 0 (direct: the reader on CPU 1). Medians over rounds, spread in brackets.
 """
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as common  # noqa: E402  (helpers shared with run.py)
 
 UPSTREAM_ADDR = "127.0.0.1:18444"
-FIRST_PORT = 18101  # llm, then plain (sorted by name)
+FIRST_PORT = 18101  # cached, llm, plain (sorted by name)
 ADMIN = "127.0.0.1:18190"
 TARGETS = ["direct", "plain", "llm"]
 
@@ -40,7 +43,8 @@ def write_config(pki):
     (d / "secrets/bench-client/tls.key").write_bytes((pki / "client.key").read_bytes())
     port = UPSTREAM_ADDR.split(":")[1]
     docs = []
-    for name, extra in (("plain", ""), ("llm", "  llm: {provider: openai}\n")):
+    for name, extra in (("plain", ""), ("llm", "  llm: {provider: openai}\n"),
+                        ("cached", "  cache: {maxBytes: 16Mi}\n")):
         docs.append(f"""apiVersion: attache.dev/v1alpha1
 kind: ExternalIntegration
 metadata: {{name: {name}}}
@@ -92,12 +96,15 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(side)
         common.wait_ready(f"http://{ADMIN}/readyz", side)
+        time.sleep(1.0)
+        proc_rss_idle = common.proc_status(side.pid, "VmRSS")
         port = UPSTREAM_ADDR.split(":")[1]
         urls = {
             "direct": (f"https://localhost:{port}/", ["--cacert", str(pki / "ca.crt"), "--cert",
                        str(pki / "client.crt"), "--key", str(pki / "client.key")], 1),
-            "llm": (f"http://127.0.0.1:{FIRST_PORT}/", [], 0),
-            "plain": (f"http://127.0.0.1:{FIRST_PORT + 1}/", [], 0),
+            "cached": (f"http://127.0.0.1:{FIRST_PORT}/", [], 0),
+            "llm": (f"http://127.0.0.1:{FIRST_PORT + 1}/", [], 0),
+            "plain": (f"http://127.0.0.1:{FIRST_PORT + 2}/", [], 0),
         }
         events = {t: [] for t in TARGETS}
         bulk = {t: [] for t in TARGETS}
@@ -115,10 +122,55 @@ def main():
                 bulk[t].append(b)
                 common.log(f"round {rnd + 1} {t:6} event p50 {e['p50_us']:7.0f}us p99 {e['p99_us']:7.0f}us "
                            f"bulk {b['mib_per_s']:7.0f} MiB/s")
+        hits = cache_rounds(bench, urls, args.rounds)
+        full_rss = fill_cache(side.pid, 20000)
         report(args, events, bulk)
+        report_cache(hits, full_rss, proc_rss_idle)
     finally:
         for p in procs:
             common.stop(p)
+
+
+def cache_rounds(bench, urls, rounds):
+    """p50/p99 at 1k rps of /cacheable: through the cache (hits) and proxied (plain)."""
+    out = {"cached": [], "plain": []}
+    for rnd in range(rounds):
+        for t in (["cached", "plain"] if rnd % 2 == 0 else ["plain", "cached"]):
+            url = urls[t][0] + "cacheable"
+            cmd = common.pinned(0, [str(bench), "load", "--url", url, "--rate", "1000", "--seconds", "3",
+                                    "--connections", "8", "--warmup", "1"])
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            out[t].append(r)
+            common.log(f"round {rnd + 1} cache {t:6} p50 {r['p50_us']:6.0f}us p99 {r['p99_us']:6.0f}us")
+    return out
+
+
+def fill_cache(pid, n):
+    """RSS (KiB) after n distinct cacheable answers went through the 16 MiB cache."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", FIRST_PORT)
+    for i in range(n):
+        conn.request("GET", f"/cacheable/{i}")
+        conn.getresponse().read()
+    conn.close()
+    return common.proc_status(pid, "VmRSS")
+
+
+def report_cache(hits, full_rss, idle_rss):
+    lines = ["", "Cache (`cache.maxBytes: 16Mi`), 1k rps of a 1 KiB answer", "",
+             "| path | p50 (µs) | p99 (µs) |", "| --- | --- | --- |"]
+    for t, label in (("cached", "cache hit"), ("plain", "proxied (no cache)")):
+        p50 = [r["p50_us"] for r in hits[t]]
+        p99 = [r["p99_us"] for r in hits[t]]
+        lines.append(f"| {label} | {med(p50):.0f} [{min(p50):.0f}-{max(p50):.0f}] | "
+                     f"{med(p99):.0f} [{min(p99):.0f}-{max(p99):.0f}] |")
+    lines.append("")
+    lines.append(f"Sidecar RSS: {idle_rss / 1024:.1f} MiB idle, {full_rss / 1024:.1f} MiB after 20,000 "
+                 "distinct 1 KiB answers went through the 16 MiB cache.")
+    text = "\n".join(lines)
+    print(text)
+    with open(common.OUT / "stream.md", "a") as f:
+        f.write(text + "\n")
 
 
 def report(args, events, bulk):

@@ -2,7 +2,7 @@
 //! with a 1 KiB body, as cheaply as hyper allows, so that what is measured is the proxy in front.
 //! Two paths stream instead (see `stream`): `/events?n=N&every_ms=M` (server-sent events, each
 //! stamped with the time it was sent) and `/bulk?mib=M` (M MiB of event lines, as fast as the
-//! reader takes them).
+//! reader takes them). Paths under `/cacheable` answer the 1 KiB with `max-age=3600`.
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc};
 
