@@ -62,6 +62,9 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("zero maxOpenDuration", "spec.circuitBreaker.maxOpenDuration", Cel, r#"{circuitBreaker: {maxOpenDuration: "0s"}}"#),
     ("zero failure-rate window", "spec.circuitBreaker.failureRate.window", Cel, r#"{circuitBreaker: {failureRate: {percent: 50, window: "0s"}}}"#),
     ("zero rate-limit period", "spec.rateLimit.per", Cel, r#"{rateLimit: {requests: 10, per: "0s"}}"#),
+    ("quota without scope global", "spec.rateLimit", Cel, r#"{rateLimit: {requests: 10, quota: {requests: 1000, per: 24h}}}"#),
+    ("quota with scope shared", "spec.rateLimit", Cel, r#"{rateLimit: {requests: 10, scope: shared, quota: {requests: 1000, per: 24h}}}"#),
+    ("quota window under a second", "spec.rateLimit.quota.per", Cel, r#"{rateLimit: {requests: 10, scope: global, quota: {requests: 1000, per: 500ms}}}"#),
     // OpenAPI value constraints.
     ("zero maxAttempts", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: 0}}"#),
     ("eleven maxAttempts", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: 11}}"#),
@@ -89,7 +92,8 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("fractional duration", "spec.retry.maxRetryAfter", Schema, r#"{retry: {maxRetryAfter: "1.5s"}}"#),
     ("day duration", "spec.rateLimit.maxQueueWait", Schema, r#"{rateLimit: {requests: 1, maxQueueWait: "1d"}}"#),
     ("unknown CA bundle kind", "spec.tls.caBundleRef.kind", Schema, r#"{tls: {caBundleRef: {kind: Pod, name: ca}}}"#),
-    ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: global}}"#),
+    ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: cluster}}"#),
+    ("zero quota requests", "spec.rateLimit.quota.requests", Schema, r#"{rateLimit: {requests: 10, scope: global, quota: {requests: 0, per: 24h}}}"#),
     ("unknown onLimit", "spec.rateLimit.onLimit", Schema, r#"{rateLimit: {requests: 10, onLimit: drop}}"#),
     ("minVersion as a number", "spec.tls.minVersion", Schema, r#"{tls: {minVersion: 1.3}}"#),
     ("maxAttempts as a string", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: "3"}}"#),
@@ -149,6 +153,8 @@ retry: {maxAttempts: 10, backoff: {base: 1s, max: 1s}, retryOn: ["400", "599"], 
 circuitBreaker: {failureRate: {percent: 100, window: 1m, minimumRequests: 1}, openDuration: 5m, maxOpenDuration: 5m}
 rateLimit: {requests: 1, per: 1h30m, burst: 1, scope: pod, onLimit: reject, maxQueueWait: 0s}
 concurrency: {maxInFlight: 4294967295}"#),
+    ("global rate limit with a monthly quota", r#"
+rateLimit: {requests: 50, per: 1s, burst: 10, scope: global, quota: {requests: 1000000, per: 720h}}"#),
     ("mTLS bank, CA from a ConfigMap, IP server name, TLS 1.3", r#"
 upstream: {url: "https://10.0.0.7:8443"}
 auth: {basic: {secretRef: {name: bank-basic}}}

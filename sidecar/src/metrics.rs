@@ -70,6 +70,9 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub client_cert_expiry: Family<IntegrationLabel, Gauge>,
     pub upstream_throttled: Family<IntegrationLabel, Counter>,
+    /// `scope: global` only: `attache_rate_limit_backend`, `attache_quota_remaining`.
+    pub rate_limit_backend: Family<IntegrationLabel, Gauge>,
+    pub quota_remaining: Family<IntegrationLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -94,6 +97,8 @@ impl Metrics {
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         let client_cert_expiry = Family::<IntegrationLabel, Gauge>::default();
         let upstream_throttled = Family::<IntegrationLabel, Counter>::default();
+        let rate_limit_backend = Family::<IntegrationLabel, Gauge>::default();
+        let quota_remaining = Family::<IntegrationLabel, Gauge>::default();
         // prometheus-client appends `_total` to counters itself.
         r.register(
             "attache_requests",
@@ -141,6 +146,16 @@ impl Metrics {
             "Upstream throttling signals (429s and Retry-After holds)",
             upstream_throttled.clone(),
         );
+        r.register(
+            "attache_rate_limit_backend",
+            "Where a scope: global rate limit is decided: 1 Redis, 0 the shared-split fallback",
+            rate_limit_backend.clone(),
+        );
+        r.register(
+            "attache_quota_remaining",
+            "Requests left in the current quota window (as last known from Redis)",
+            quota_remaining.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -153,6 +168,8 @@ impl Metrics {
             config_reloads,
             client_cert_expiry,
             upstream_throttled,
+            rate_limit_backend,
+            quota_remaining,
         }
     }
 

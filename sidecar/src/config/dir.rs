@@ -82,6 +82,14 @@ fn load_one(dir: &Path) -> Result<LoadedIntegration, LoadError> {
     if config.tls.client_certificate {
         needed.extend([files::CLIENT_CERT, files::CLIENT_KEY]);
     }
+    if let Some(redis) = config
+        .rate_limit
+        .as_ref()
+        .and_then(|r| r.global.as_ref())
+        .and_then(|g| g.redis.as_ref())
+    {
+        needed.extend(redis.secret_files());
+    }
     let mut secret_files = BTreeMap::new();
     for f in needed {
         let p = dir.join(f);

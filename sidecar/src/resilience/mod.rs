@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+pub mod global;
 pub mod ratelimit;
 pub mod replay;
 pub mod retry;
@@ -56,6 +57,12 @@ impl Policies {
             budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_second),
             config,
         }
+    }
+
+    /// Makes the rate gate a `scope: global` one (see [`global`]).
+    pub fn with_global(mut self, limiter: global::GlobalLimiter) -> Self {
+        self.gate = self.gate.with_global(limiter);
+        self
     }
 
     /// True when `cfg` would build the same policies (so their state can be kept).
