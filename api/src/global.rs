@@ -96,6 +96,14 @@ impl RedisSettings {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    pub fn password(&self) -> Option<&SecretBytes> {
+        self.password.as_ref()
+    }
+
+    pub fn ca(&self) -> Option<&SecretBytes> {
+        self.ca.as_ref()
+    }
 }
 
 /// Adds the Redis settings to a rendered integration with `scope: global` (others are left as
