@@ -340,3 +340,58 @@ async fn ping(inner: &Weak<Inner>) -> bool {
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use attache_api::{
+        config::{GlobalLimitConfig, QuotaConfig},
+        spec::{OnLimit, RateLimitScope},
+        KubeDuration,
+    };
+
+    use super::*;
+
+    fn config(quota: Option<u32>, pods: u32) -> RateLimitConfig {
+        RateLimitConfig {
+            requests: 50,
+            per: KubeDuration::from_secs(1),
+            burst: 5,
+            scope: RateLimitScope::Global,
+            on_limit: OnLimit::Reject,
+            max_queue_wait: KubeDuration::from_secs(1),
+            pods,
+            global: Some(GlobalLimitConfig {
+                burst: 10,
+                key: "attache:{t}".into(),
+                quota: quota.map(|requests| QuotaConfig {
+                    requests,
+                    per: KubeDuration::from_secs(86_400),
+                }),
+                redis: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_redis_the_split_decides_and_the_backend_says_fallback() {
+        let gauges = GlobalGauges::default();
+        let l = GlobalLimiter::new(&config(None, 2), None, gauges.clone());
+        assert_eq!(l.take().await, Verdict::Fallback);
+        assert_eq!(gauges.backend.get(), 0);
+        assert_eq!(l.lease_size(), 2);
+    }
+
+    #[tokio::test]
+    async fn in_fallback_each_pod_spends_its_share_of_the_quota_then_refuses() {
+        let gauges = GlobalGauges::default();
+        let l = GlobalLimiter::new(&config(Some(4), 2), None, gauges.clone());
+        assert_eq!(gauges.quota_remaining.get(), 4);
+        for _ in 0..2 {
+            assert_eq!(l.take().await, Verdict::Fallback);
+            l.charge_fallback();
+        }
+        assert!(matches!(l.take().await, Verdict::QuotaExhausted(_)));
+        // A quota forces leases of one token: a pod that stops loses nothing it leased.
+        assert_eq!(l.lease_size(), 1);
+    }
+}
