@@ -2,6 +2,7 @@
 """Attaché vs Envoy vs direct: one command, one markdown table.
 
     python3 bench/run.py [--rounds 3] [--seconds 5] [--callgrind-requests 2000] [--client oha]
+    python3 bench/run.py --global-vs-pod [--rounds 5] [--seconds 5]
 
 What it does (see bench/README.md for the method):
   1. builds the release sidecar and the bench tools (a lean mTLS upstream answering 1 KiB);
@@ -81,9 +82,13 @@ def find_envoy():
     return str(found[0])
 
 
+def target_dir():
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
 def build():
     run(["cargo", "build", "--release", "-q", "-p", "attache-sidecar", "-p", "attache-bench"], cwd=ROOT)
-    return ROOT / "target/release/attache-sidecar", ROOT / "target/release/attache-bench"
+    return target_dir() / "release/attache-sidecar", target_dir() / "release/attache-bench"
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -375,12 +380,17 @@ def main():
     ap.add_argument("--starts", type=int, default=5, help="extra starts for the exec-to-ready median")
     ap.add_argument("--client", choices=["attache-bench", "oha"], default="attache-bench",
                     help="load client: attache-bench load (default; warm connections, even pacing) or oha")
+    ap.add_argument("--global-vs-pod", action="store_true",
+                    help="only: added latency at 1k rps of rateLimit.scope global (Redis) vs pod, same run")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
 
-    sidecar, bench = (ROOT / "target/release/attache-sidecar", ROOT / "target/release/attache-bench") \
+    sidecar, bench = (target_dir() / "release/attache-sidecar", target_dir() / "release/attache-bench") \
         if args.no_build else build()
     client = ("oha", find_oha()) if args.client == "oha" else ("bench", str(bench))
+    if args.global_vs_pod:
+        from global_vs_pod import global_vs_pod
+        return global_vs_pod(args, sidecar, bench, client)
     envoy = find_envoy()
     pki = OUT / "pki"
     run([str(bench), "pki", "--out", str(pki)])

@@ -14,6 +14,8 @@
 //!     ca.crt               PEM CA bundle, when tls.caBundleRef is set   (Secret)
 //!     tls.crt, tls.key     client certificate chain and key (mTLS)      (Secret)
 //!     webhook-secrets      webhook signing secrets, one per line        (Secret)
+//!     redis-password       Redis password of `scope: global` limits     (Secret)
+//!     redis-ca.crt         CA of the Redis server (`rediss://`)         (Secret)
 //! ```
 //!
 //! `config.json` names the secret files it needs, so a missing file is an error that names it.
@@ -66,6 +68,10 @@ pub mod files {
     pub const CA_BUNDLE: &str = "ca.crt";
     pub const CLIENT_CERT: &str = "tls.crt";
     pub const CLIENT_KEY: &str = "tls.key";
+    /// The Redis password of global rate limits.
+    pub const REDIS_PASSWORD: &str = "redis-password";
+    /// The CA that signed the Redis server's certificate (`rediss://`).
+    pub const REDIS_CA: &str = "redis-ca.crt";
 }
 
 /// Everything one integration's listener needs, defaults resolved.
@@ -337,8 +343,62 @@ pub struct RateLimitConfig {
     pub on_limit: OnLimit,
     pub max_queue_wait: KubeDuration,
     /// Pods the limit is divided among (1 for `scope: pod`): this pod may send
-    /// `requests` per `per × pods`.
+    /// `requests` per `per × pods`. For `scope: global` this is the fallback split.
     pub pods: u32,
+    /// `scope: global`: the whole bucket in Redis; `burst` and `pods` above are the `shared`
+    /// split used while Redis cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalLimitConfig>,
+}
+
+/// What a `scope: global` limit needs beyond the pod's fallback share.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GlobalLimitConfig {
+    /// The whole bucket's capacity (every pod together).
+    pub burst: u32,
+    /// Prefix of the Redis keys: `attache:{NAMESPACE/NAME}`, one bucket per integration.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaConfig>,
+    /// Where Redis is; absent when the operator was given none (then the split is permanent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+}
+
+/// `requests` per window of `per` (windows aligned to the Unix epoch).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub requests: u32,
+    pub per: KubeDuration,
+}
+
+/// The Redis server of global limits. The URL carries no password: that is the Secret file
+/// [`files::REDIS_PASSWORD`]; a private CA is [`files::REDIS_CA`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS) `HOST:PORT[/DB]`, optionally with a user name.
+    pub url: String,
+    #[serde(default)]
+    pub password: bool,
+    #[serde(default)]
+    pub ca: bool,
+}
+
+impl RedisConfig {
+    /// The secret files this config names.
+    pub fn secret_files(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.password {
+            f.push(files::REDIS_PASSWORD);
+        }
+        if self.ca {
+            f.push(files::REDIS_CA);
+        }
+        f
+    }
 }
 
 impl RateLimitConfig {

@@ -11,6 +11,7 @@ pub mod defaults;
 pub mod duration;
 #[cfg(feature = "fs")]
 pub mod fs;
+pub mod global;
 pub mod manifest;
 pub mod names;
 pub mod render;

@@ -231,6 +231,7 @@ pub fn render_at(
         files.insert(file, secrets);
         config
     });
+    let key = crate::global::key(xint.metadata.namespace.as_deref(), &name);
     let config = SidecarConfig {
         api_version: CONFIG_API_VERSION.to_string(),
         name,
@@ -241,7 +242,7 @@ pub fn render_at(
         timeouts: timeouts_config(spec),
         retry: retry_config(&checked),
         circuit_breaker: breaker_config(spec),
-        rate_limit: rate_limit_config(spec, opts),
+        rate_limit: rate_limit_config(spec, opts, key),
         concurrency: concurrency_config(spec),
         llm: llm_config(spec, opts),
         webhooks,
@@ -689,14 +690,17 @@ fn breaker_config(spec: &ExternalIntegrationSpec) -> CircuitBreakerConfig {
 fn rate_limit_config(
     spec: &ExternalIntegrationSpec,
     opts: RenderOptions,
+    key: String,
 ) -> Option<RateLimitConfig> {
     let r = spec.rate_limit.as_ref()?;
     let scope = r.scope.unwrap_or(d::RATE_LIMIT_SCOPE);
     let pods = match scope {
         RateLimitScope::Pod => 1,
-        RateLimitScope::Shared => opts.pods_sharing.max(1),
+        RateLimitScope::Shared | RateLimitScope::Global => opts.pods_sharing.max(1),
     };
     let burst = r.burst.unwrap_or(r.requests);
+    let global =
+        (scope == RateLimitScope::Global).then(|| crate::global::limit_config(key, burst, r));
     Some(RateLimitConfig {
         requests: r.requests,
         per: r.per.unwrap_or(d::RATE_LIMIT_PER),
@@ -705,6 +709,7 @@ fn rate_limit_config(
         on_limit: r.on_limit.unwrap_or(d::ON_LIMIT),
         max_queue_wait: r.max_queue_wait.unwrap_or(d::MAX_QUEUE_WAIT),
         pods,
+        global,
     })
 }
 

@@ -455,6 +455,8 @@ pub struct FailureRateSpec {
 
 /// Requests per period towards the third party.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.quota) || (has(self.scope) && self.scope == 'global')")
+    .message("spec.rateLimit.quota needs spec.rateLimit.scope: global (its counter lives in Redis)"))]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimitSpec {
     #[schemars(range(min = 1, max = u32::MAX))]
@@ -473,6 +475,9 @@ pub struct RateLimitSpec {
     pub on_limit: Option<OnLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_wait: Option<KubeDuration>,
+    /// An allowance per window (e.g. a day) across every pod; `scope: global` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -482,6 +487,19 @@ pub enum RateLimitScope {
     Pod,
     /// The limit is divided among the pods that use the integration.
     Shared,
+    /// One exact bucket for every pod, kept in Redis (the `shared` split while Redis is away).
+    Global,
+}
+
+/// `requests` per window of `per`, windows aligned to the Unix epoch (`24h`: UTC days).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaSpec {
+    #[schemars(range(min = 1, max = u32::MAX))]
+    pub requests: u32,
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')")
+        .message("spec.rateLimit.quota.per must be at least 1s"))]
+    pub per: KubeDuration,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -472,6 +472,20 @@ fn rate_limit(spec: &ExternalIntegrationSpec, errs: &mut Errors) {
     if r.burst == Some(0) {
         errs.push("spec.rateLimit.burst", "must be at least 1");
     }
+    if let Some(q) = &r.quota {
+        if r.scope != Some(crate::spec::RateLimitScope::Global) {
+            errs.push(
+                "spec.rateLimit",
+                "spec.rateLimit.quota needs spec.rateLimit.scope: global (its counter lives in Redis)",
+            );
+        }
+        if q.requests == 0 {
+            errs.push("spec.rateLimit.quota.requests", "must be at least 1");
+        }
+        if q.per.as_duration() < std::time::Duration::from_secs(1) {
+            errs.push("spec.rateLimit.quota.per", "must be at least 1s");
+        }
+    }
 }
 
 fn llm(spec: &ExternalIntegrationSpec, errs: &mut Errors) {

@@ -10,6 +10,7 @@
 //! - [`admission`]: the mutating webhook (selection rules, the sidecar and its patch, the
 //!   serving certificate in `certs`); [`inject`]: the same mutation offline.
 //! - [`contract`]: the names the controller and the webhook share.
+//! - [`global`]: Redis for `rateLimit.scope: global` (settings, reachability, condition).
 //! - [`render`]: spec + Secrets into sidecar config files; [`validate`]: the CRD's schema and
 //!   rules offline; [`manifests`]: reading YAML/JSON inputs; [`crd`]: the CRD, generated.
 //! - [`check`]: the health questions `attache-operator check` asks a cluster.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod contract;
 pub mod controller;
 pub mod crd;
+pub mod global;
 pub mod inject;
 pub mod leader;
 pub mod manifests;

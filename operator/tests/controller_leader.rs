@@ -363,6 +363,7 @@ async fn run_elects_reconciles_serves_metrics_and_releases_on_shutdown() {
         // The fake API server has no webhook configuration or namespaces to serve it.
         webhook: false,
         webhook_args: Default::default(),
+        redis: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(run(args, fake.client("operator"), async {

@@ -66,6 +66,9 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("zero maxOpenDuration", "spec.circuitBreaker.maxOpenDuration", Cel, r#"{circuitBreaker: {maxOpenDuration: "0s"}}"#),
     ("zero failure-rate window", "spec.circuitBreaker.failureRate.window", Cel, r#"{circuitBreaker: {failureRate: {percent: 50, window: "0s"}}}"#),
     ("zero rate-limit period", "spec.rateLimit.per", Cel, r#"{rateLimit: {requests: 10, per: "0s"}}"#),
+    ("quota without scope global", "spec.rateLimit", Cel, r#"{rateLimit: {requests: 10, quota: {requests: 1000, per: 24h}}}"#),
+    ("quota with scope shared", "spec.rateLimit", Cel, r#"{rateLimit: {requests: 10, scope: shared, quota: {requests: 1000, per: 24h}}}"#),
+    ("quota window under a second", "spec.rateLimit.quota.per", Cel, r#"{rateLimit: {requests: 10, scope: global, quota: {requests: 1000, per: 500ms}}}"#),
     // OpenAPI value constraints.
     ("zero maxAttempts", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: 0}}"#),
     ("eleven maxAttempts", "spec.retry.maxAttempts", Schema, r#"{retry: {maxAttempts: 11}}"#),
@@ -95,7 +98,8 @@ const BAD: &[(&str, &str, Layer, &str)] = &[
     ("fractional duration", "spec.retry.maxRetryAfter", Schema, r#"{retry: {maxRetryAfter: "1.5s"}}"#),
     ("day duration", "spec.rateLimit.maxQueueWait", Schema, r#"{rateLimit: {requests: 1, maxQueueWait: "1d"}}"#),
     ("unknown CA bundle kind", "spec.tls.caBundleRef.kind", Schema, r#"{tls: {caBundleRef: {kind: Pod, name: ca}}}"#),
-    ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: global}}"#),
+    ("unknown rate-limit scope", "spec.rateLimit.scope", Schema, r#"{rateLimit: {requests: 10, scope: cluster}}"#),
+    ("zero quota requests", "spec.rateLimit.quota.requests", Schema, r#"{rateLimit: {requests: 10, scope: global, quota: {requests: 0, per: 24h}}}"#),
     ("unknown onLimit", "spec.rateLimit.onLimit", Schema, r#"{rateLimit: {requests: 10, onLimit: drop}}"#),
     ("nine failover endpoints", "spec.upstream.failover", Schema, r#"{upstream: {url: "https://a.example.com", failover: [{url: "https://b1.example.com"}, {url: "https://b2.example.com"}, {url: "https://b3.example.com"}, {url: "https://b4.example.com"}, {url: "https://b5.example.com"}, {url: "https://b6.example.com"}, {url: "https://b7.example.com"}, {url: "https://b8.example.com"}, {url: "https://b9.example.com"}]}}"#),
     ("zero cache size", "spec.cache.maxBytes", Schema, r#"{cache: {maxBytes: 0}}"#),
@@ -190,6 +194,8 @@ rateLimit: {requests: 1, per: 1h30m, burst: 1, scope: pod, onLimit: reject, maxQ
 concurrency: {maxInFlight: 4294967295}
 llm: {provider: openai, tokensPerMinute: 4294967295, defaultMaxTokens: 1}
 cache: {maxBytes: 16Mi, staleIfError: 10m}"#),
+    ("global rate limit with a monthly quota", r#"
+rateLimit: {requests: 50, per: 1s, burst: 10, scope: global, quota: {requests: 1000000, per: 720h}}"#),
     ("mTLS bank, CA from a ConfigMap, IP server name, TLS 1.3", r#"
 upstream: {url: "https://10.0.0.7:8443"}
 auth: {basic: {secretRef: {name: bank-basic}}}

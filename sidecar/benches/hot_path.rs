@@ -109,6 +109,7 @@ fn policies(c: &mut Criterion) {
             on_limit: OnLimit::Reject,
             max_queue_wait: KubeDuration::from_secs(1),
             pods: 1,
+            global: None,
         }),
         Duration::from_secs(5),
     );

@@ -94,6 +94,8 @@ pub struct RunArgs {
     /// Connections each listener holds at once; more are closed as soon as accepted.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    #[command(flatten)]
+    pub redis: crate::config::redis::RedisArgs,
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. `localhost` is the IPv4 loopback without asking a
@@ -144,6 +146,7 @@ impl RunArgs {
             None => ConfigSource::Local {
                 manifests: self.manifest.clone(),
                 secrets_dir: self.secrets_dir.clone(),
+                redis: self.redis.clone(),
             },
         };
         // Local mode runs on a workstation: its admin endpoints stay on the machine. In a pod

@@ -16,7 +16,13 @@ use crate::{
     config::LoadedIntegration,
     credentials::{CredentialError, Credentials},
     metrics::{IntegrationMetrics, Metrics},
-    resilience::Policies,
+    resilience::{
+        global::{
+            backend::{self, RedisSetupError},
+            GlobalGauges, GlobalLimiter,
+        },
+        Policies,
+    },
     upstream::{
         tls::{self, TlsMaterial, TlsSetupError},
         Connector, UpstreamClient,
@@ -40,6 +46,33 @@ pub enum BuildError {
         name: String,
         source: crate::webhooks::EndpointError,
     },
+    #[error("integration {name:?}: global rate limit: {source}")]
+    Redis {
+        name: String,
+        source: RedisSetupError,
+    },
+}
+
+/// The Redis bucket of a `scope: global` limit (None for other scopes).
+fn global_limiter(
+    loaded: &LoadedIntegration,
+    metrics: &Metrics,
+) -> Option<Result<GlobalLimiter, RedisSetupError>> {
+    let rl = loaded.config.rate_limit.as_ref()?;
+    let global = rl.global.as_ref()?;
+    let label = Metrics::label(&loaded.config.name);
+    let gauges = GlobalGauges {
+        backend: metrics.rate_limit_backend.get_or_create(&label).clone(),
+        quota_remaining: metrics.quota_remaining.get_or_create(&label).clone(),
+    };
+    let conn = match &global.redis {
+        Some(redis) => match backend::connect(redis, |f| loaded.files.get(f).cloned()) {
+            Ok(conn) => Some(conn),
+            Err(e) => return Some(Err(e)),
+        },
+        None => None,
+    };
+    Some(Ok(GlobalLimiter::new(rl, conn, gauges)))
 }
 
 /// How the app named a request's path, which decides whether the base path is added.
@@ -150,7 +183,19 @@ impl Integration {
         let series = IntegrationMetrics::new(metrics, &name);
         let policies = match previous {
             Some(p) if p.policies.built_from(&config) => p.policies.clone(),
-            _ => Arc::new(Policies::new(&config, series.circuit.clone())),
+            _ => {
+                let policies = Policies::new(&config, series.circuit.clone());
+                let policies = match global_limiter(loaded, metrics) {
+                    Some(limiter) => {
+                        policies.with_global(limiter.map_err(|source| BuildError::Redis {
+                            name: name.clone(),
+                            source,
+                        })?)
+                    }
+                    None => policies,
+                };
+                Arc::new(policies)
+            }
         };
         series.circuit.set(policies.breaker.state() as i64);
         if let Some(t) = loaded.client_certificate_not_after {

@@ -95,6 +95,9 @@ pub struct Metrics {
     pub cache: Family<ResultLabels, Counter>,
     /// `attache_webhooks_total{integration,result}` (inbound webhooks, `webhooks/`).
     pub webhooks: Family<ResultLabels, Counter>,
+    /// `scope: global` only: `attache_rate_limit_backend`, `attache_quota_remaining`.
+    pub rate_limit_backend: Family<IntegrationLabel, Gauge>,
+    pub quota_remaining: Family<IntegrationLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -123,6 +126,8 @@ impl Metrics {
         let llm_ratelimit_remaining = Family::<KindLabels, Gauge>::default();
         let failovers = Family::<IntegrationLabel, Counter>::default();
         let cache = Family::<ResultLabels, Counter>::default();
+        let rate_limit_backend = Family::<IntegrationLabel, Gauge>::default();
+        let quota_remaining = Family::<IntegrationLabel, Gauge>::default();
         // prometheus-client appends `_total` to counters itself.
         r.register(
             "attache_requests",
@@ -196,6 +201,16 @@ impl Metrics {
             "Inbound webhook requests, by result (verified, bad_signature, stale, replay, too_large, forward_error)",
             webhooks.clone(),
         );
+        r.register(
+            "attache_rate_limit_backend",
+            "Where a scope: global rate limit is decided: 1 Redis, 0 the shared-split fallback",
+            rate_limit_backend.clone(),
+        );
+        r.register(
+            "attache_quota_remaining",
+            "Requests left in the current quota window (as last known from Redis)",
+            quota_remaining.clone(),
+        );
         Self {
             registry: Arc::new(r),
             requests,
@@ -213,6 +228,8 @@ impl Metrics {
             failovers,
             cache,
             webhooks,
+            rate_limit_backend,
+            quota_remaining,
         }
     }
 

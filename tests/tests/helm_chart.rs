@@ -560,3 +560,59 @@ fn notes_commands_work_as_printed() {
         "{notes}"
     );
 }
+
+#[test]
+fn global_rate_limits_pass_the_redis_url_and_mount_only_the_named_keys() {
+    let docs = template(
+        "attache",
+        &[
+            "globalRateLimits.redis.url=rediss://redis.shared:6380",
+            "globalRateLimits.redis.existingSecret=redis-auth",
+            "globalRateLimits.redis.caKey=ca.pem",
+        ],
+    );
+    let args = operator_args(&docs);
+    assert_eq!(arg(&args, "--redis-url"), "rediss://redis.shared:6380");
+    assert_eq!(
+        arg(&args, "--redis-password-file"),
+        "/etc/attache/redis/password"
+    );
+    assert_eq!(arg(&args, "--redis-ca-file"), "/etc/attache/redis/ca.crt");
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let redis = volumes
+        .iter()
+        .find(|v| v["name"] == "redis")
+        .expect("a redis volume");
+    assert_eq!(redis["secret"]["secretName"], "redis-auth");
+    assert_eq!(
+        redis["secret"]["items"],
+        serde_json::json!([{"key": "password", "path": "password"}, {"key": "ca.pem", "path": "ca.crt"}])
+    );
+    let mounts = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(mounts
+        .iter()
+        .any(|m| m["name"] == "redis" && m["mountPath"] == "/etc/attache/redis"));
+    // The password never reaches a ConfigMap or an argument: only the Secret's file path.
+    assert!(args.iter().all(|a| !a.contains('@')));
+
+    // Without a URL nothing is added.
+    let plain = operator_args(&template("attache", &[]));
+    assert!(plain.iter().all(|a| !a.starts_with("--redis")));
+}
+
+#[test]
+fn a_redis_url_with_a_password_is_refused_by_the_schema() {
+    let out = Command::new(helm())
+        .args(["template", "attache"])
+        .arg(root().join("charts/attache"))
+        .args([
+            "--set",
+            "globalRateLimits.redis.url=redis://:hunter2@redis:6379",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "values.schema.json must refuse it");
+}

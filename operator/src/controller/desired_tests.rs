@@ -174,3 +174,37 @@ fn up_to_date_compares_what_the_operator_sets() {
         .insert("stale".into(), ByteString(b"x".to_vec()));
     assert!(!secret_up_to_date(&extra, &d.secret));
 }
+
+#[test]
+fn a_global_limit_gets_the_redis_address_in_the_config_map_and_the_password_only_in_the_secret() {
+    let x = xint_with(
+        "metered",
+        "payments",
+        json!({
+            "upstream": {"url": "https://api.example.com"},
+            "rateLimit": {"requests": 50, "burst": 10, "scope": "global",
+                          "quota": {"requests": 1000, "per": "24h"}},
+        }),
+    );
+    let mut r = rendered(&x, 4);
+    let redis = attache_api::global::RedisSettings::new(
+        "rediss://redis.shared:6380",
+        Some(attache_api::SecretBytes::new("hunter2-pw")),
+        Some(attache_api::SecretBytes::new("-----BEGIN CERTIFICATE-----")),
+    )
+    .unwrap();
+    attache_api::global::with_redis(&mut r, &redis);
+    let d = desired(&x, &r).unwrap();
+    let config = &d.config_map.data.as_ref().unwrap()["config.json"];
+    assert!(config.contains("rediss://redis.shared:6380"), "{config}");
+    assert!(config.contains("attache:{payments/metered}"), "{config}");
+    assert!(!config.contains("hunter2-pw"));
+    let data = d.secret.data.as_ref().unwrap();
+    assert_eq!(data[files::REDIS_PASSWORD].0, b"hunter2-pw");
+    assert!(data.contains_key(files::REDIS_CA));
+    // The fallback split: this pod's share of the burst; the whole bucket for Redis.
+    let rl = r.config.rate_limit.as_ref().unwrap();
+    assert_eq!((rl.pods, rl.burst), (4, 2));
+    assert_eq!(rl.global.as_ref().unwrap().burst, 10);
+    assert!(!format!("{redis:?}").contains("hunter2-pw"));
+}

@@ -89,6 +89,8 @@ pub struct Settings {
     pub damping: DampingSettings,
     /// `reportingInstance` of Events: the replica's identity.
     pub instance: String,
+    /// Redis of `rateLimit.scope: global`, and whether it answers.
+    pub global: crate::global::GlobalLimits,
 }
 
 impl Default for Settings {
@@ -102,6 +104,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(5 * 60),
             damping: DampingSettings::default(),
             instance: contract::MANAGED_BY.into(),
+            global: Default::default(),
         }
     }
 }

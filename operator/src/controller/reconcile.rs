@@ -80,7 +80,8 @@ async fn reconcile_one(xint: &ExternalIntegration, ctx: &Context) -> Result<Acti
         now: Timestamp::now(),
     };
     let previous = xint.status.as_ref();
-    let next = status::next_status(previous, outcome, &observed);
+    let mut next = status::next_status(previous, outcome, &observed);
+    crate::global::condition::apply(&mut next, &xint.spec, &ctx.settings.global, &observed);
     if previous != Some(&next) {
         let api: Api<ExternalIntegration> = Api::namespaced(ctx.client.clone(), namespace);
         api.patch_status(
@@ -113,7 +114,12 @@ async fn reconcile_one(xint: &ExternalIntegration, ctx: &Context) -> Result<Acti
             tracing::warn!(namespace, name, error = %e, "could not publish an Event");
         }
     }
-    result.map(|_| Action::requeue(ctx.settings.resync))
+    // A global limit's condition follows the operator's Redis check: look again soon.
+    let resync = match crate::global::condition::applies(&xint.spec) {
+        true => ctx.settings.resync.min(crate::global::CHECK_EVERY * 3),
+        false => ctx.settings.resync,
+    };
+    result.map(|_| Action::requeue(resync))
 }
 
 /// Renders and applies; returns the client certificate's `notAfter`.
@@ -134,13 +140,16 @@ async fn apply_generated(
         &ctx.stores.referenced_secrets,
         &ctx.stores.referenced_config_maps,
     );
-    let rendered = render(
+    let mut rendered = render(
         xint,
         &snapshot,
         RenderOptions {
             pods_sharing: divisor,
         },
     )?;
+    if let Some(redis) = &ctx.settings.global.redis {
+        attache_api::global::with_redis(&mut rendered, redis);
+    }
     let desired = desired::desired(xint, &rendered)?;
     let secret = Generated {
         desired: &desired.secret,

@@ -49,6 +49,8 @@ pub struct RunArgs {
     pub webhook: bool,
     #[command(flatten)]
     pub webhook_args: crate::admission::WebhookArgs,
+    #[command(flatten)]
+    pub redis: crate::global::RedisArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +80,8 @@ pub enum RunError {
     Component { name: &'static str, message: String },
     #[error("cannot start the admission webhook: {0}")]
     Webhook(#[source] crate::admission::ServeError),
+    #[error("global rate limits: {0}")]
+    Redis(#[from] crate::global::RedisArgsError),
 }
 
 /// The long-running parts of `run`, one task each. A part that ends before shutdown was
@@ -168,11 +172,19 @@ pub async fn run(
         components.spawn("admission webhook", webhook.serve(stopped(stop.clone())));
     }
 
+    // ── Redis of global rate limits: checked from every replica ──
+    let global = crate::global::GlobalLimits::new(args.redis.settings()?);
+    if let Some(redis) = &global.redis {
+        tracing::info!(url = redis.url(), "global rate limits: Redis");
+        components.spawn("Redis check", global.clone().check_forever());
+    }
+
     // ── Controller: the leader only ──
     let identity = leader::default_identity();
     let settings = controller::Settings {
         concurrency: args.concurrency,
         instance: identity.clone(),
+        global,
         ..controller::Settings::default()
     };
     let controller_metrics = metrics.controller().clone();

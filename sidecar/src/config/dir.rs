@@ -85,6 +85,14 @@ fn load_one(dir: &Path) -> Result<LoadedIntegration, LoadError> {
     if config.webhooks.is_some() {
         needed.push(attache_api::webhooks::config::SECRETS_FILE);
     }
+    if let Some(redis) = config
+        .rate_limit
+        .as_ref()
+        .and_then(|r| r.global.as_ref())
+        .and_then(|g| g.redis.as_ref())
+    {
+        needed.extend(redis.secret_files());
+    }
     let mut secret_files = BTreeMap::new();
     for f in needed {
         let p = dir.join(f);

@@ -5,17 +5,22 @@ use std::path::{Path, PathBuf};
 
 use attache_api::{fs::DirSecretSource, manifest::read_integrations, render, RenderOptions};
 
-use super::{read, LoadError, LoadedIntegration};
+use super::{read, redis::RedisArgs, LoadError, LoadedIntegration};
 
 /// Every manifest is read and every integration rendered, so that one run names the problems
 /// of all of them.
 pub(super) fn load(
     manifests: &[PathBuf],
     secrets_dir: Option<&Path>,
+    redis: &RedisArgs,
 ) -> Result<Vec<LoadedIntegration>, LoadError> {
     let source = secrets_dir.map_or_else(DirSecretSource::without_dir, DirSecretSource::new);
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let redis = redis.settings().unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
     let files = manifest_files(manifests, &mut errors);
     for path in &files {
         let text = match read(path).and_then(|bytes| {
@@ -36,11 +41,16 @@ pub(super) fn load(
         for xint in integrations {
             // Local mode serves one pod: a shared rate limit's share is the whole limit.
             match render(&xint, &source, RenderOptions::default()) {
-                Ok(rendered) => out.push(LoadedIntegration {
-                    config: rendered.config,
-                    files: rendered.files,
-                    client_certificate_not_after: rendered.client_certificate_not_after,
-                }),
+                Ok(mut rendered) => {
+                    if let Some(redis) = &redis {
+                        attache_api::global::with_redis(&mut rendered, redis);
+                    }
+                    out.push(LoadedIntegration {
+                        config: rendered.config,
+                        files: rendered.files,
+                        client_certificate_not_after: rendered.client_certificate_not_after,
+                    })
+                }
                 Err(error) => {
                     errors.extend(error.problems().into_iter().map(|p| LoadError::Render {
                         name: xint.metadata.name.clone().unwrap_or_default(),

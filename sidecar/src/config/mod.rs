@@ -8,6 +8,7 @@
 
 mod dir;
 mod local;
+pub mod redis;
 
 pub(crate) use local::manifest_files;
 pub mod watch;
@@ -80,6 +81,8 @@ pub enum ConfigSource {
     Local {
         manifests: Vec<PathBuf>,
         secrets_dir: Option<PathBuf>,
+        /// Redis of `scope: global` limits (`--redis-url`).
+        redis: redis::RedisArgs,
     },
 }
 
@@ -91,7 +94,8 @@ impl ConfigSource {
             ConfigSource::Local {
                 manifests,
                 secrets_dir,
-            } => local::load(manifests, secrets_dir.as_deref())?,
+                redis,
+            } => local::load(manifests, secrets_dir.as_deref(), redis)?,
         };
         out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         for w in out.windows(2) {
@@ -112,10 +116,13 @@ impl ConfigSource {
             ConfigSource::Local {
                 manifests,
                 secrets_dir,
+                redis,
             } => manifests
                 .iter()
                 .cloned()
                 .chain(secrets_dir.clone())
+                .chain(redis.redis_password_file.clone())
+                .chain(redis.redis_ca_file.clone())
                 .collect(),
         }
     }

@@ -93,6 +93,7 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         source: ConfigSource::Local {
             manifests: vec![manifest],
             secrets_dir: Some(secrets),
+            redis: Default::default(),
         },
         first_port: 0,
         listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),

@@ -40,6 +40,7 @@ pub enum ErrorCode {
     CircuitOpen,
     RateLimited,
     TokenLimited,
+    QuotaExhausted,
     Overloaded,
     Timeout,
     UpstreamConnect,
@@ -55,6 +56,7 @@ impl ErrorCode {
             ErrorCode::CircuitOpen => "circuit_open",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenLimited => "token_limited",
+            ErrorCode::QuotaExhausted => "quota_exhausted",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Timeout => "timeout",
             ErrorCode::UpstreamConnect => "upstream_connect",
@@ -68,7 +70,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::CircuitOpen | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RateLimited | ErrorCode::TokenLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TokenLimited | ErrorCode::QuotaExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::UpstreamConnect | ErrorCode::UpstreamTls | ErrorCode::UpstreamAuth => {
                 StatusCode::BAD_GATEWAY
@@ -188,12 +192,19 @@ impl From<OverBudget> for SidecarError {
 impl From<Refused> for SidecarError {
     fn from(e: Refused) -> Self {
         match e {
+            Refused::RateLimited(l) if l.cause == LimitCause::Quota => SidecarError::new(
+                ErrorCode::QuotaExhausted,
+                "the integration's quota for this window is used up",
+            )
+            .with_retry_after(l.retry_after),
             Refused::RateLimited(l) => {
                 let why = match l.cause {
                     LimitCause::Provider => {
                         "the third party asked us to slow down (Retry-After / X-RateLimit)"
                     }
-                    LimitCause::RateLimit => "the integration's rate limit is reached",
+                    LimitCause::RateLimit | LimitCause::Quota => {
+                        "the integration's rate limit is reached"
+                    }
                 };
                 SidecarError::new(ErrorCode::RateLimited, why).with_retry_after(l.retry_after)
             }

@@ -70,6 +70,16 @@ fn each_leaf_error_maps_to_its_documented_code() {
         assert_eq!(e.code, ErrorCode::RateLimited);
         assert_eq!(e.retry_after, Some(Duration::from_millis(1500)));
     }
+    let quota = SidecarError::from(Refused::RateLimited(limited(LimitCause::Quota)));
+    assert_eq!(
+        (quota.code, quota.code.status().as_u16(), quota.retry_after),
+        (
+            ErrorCode::QuotaExhausted,
+            429,
+            Some(Duration::from_millis(1500))
+        )
+    );
+    assert_eq!(quota.code.as_str(), "quota_exhausted");
     let open = SidecarError::from(Refused::CircuitOpen(Rejected {
         retry_after: Duration::from_secs(7),
     }));

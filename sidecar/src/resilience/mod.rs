@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+pub mod global;
 pub mod ratelimit;
 pub mod replay;
 pub mod retry;
@@ -104,6 +105,12 @@ impl Policies {
             soonest = soonest.min(b.open_for()?);
         }
         Some(soonest)
+    }
+
+    /// Makes the rate gate a `scope: global` one (see [`global`]).
+    pub fn with_global(mut self, limiter: global::GlobalLimiter) -> Self {
+        self.gate = self.gate.with_global(limiter);
+        self
     }
 
     /// True when `cfg` would build the same policies (so their state can be kept).

@@ -7,6 +7,9 @@
 //! - When the gate is shut, requests either queue (FIFO, up to `maxQueueWait`) or are rejected
 //!   at once with the time to wait.
 //!
+//! - `scope: global` asks the Redis bucket first ([`super::global`]); the local GCRA is then
+//!   only the `shared` split used while Redis is away.
+//!
 //! governor's clock is driven from tokio's clock so paused-time tests control it.
 
 use std::{
@@ -24,6 +27,7 @@ use governor::{
 };
 use tokio::time::Instant;
 
+use super::global::{GlobalLimiter, Verdict};
 use crate::{clock, metrics::LabelValue};
 
 type Gcra =
@@ -79,6 +83,8 @@ pub enum LimitCause {
     RateLimit,
     /// A hold the provider asked for (Retry-After, X-RateLimit-*).
     Provider,
+    /// `rateLimit.quota` is used up until its next window.
+    Quota,
 }
 
 /// How a request got through.
@@ -90,6 +96,8 @@ pub enum Admitted {
 
 pub struct RateGate {
     gcra: Option<Gcra>,
+    /// `scope: global`: the Redis bucket, asked before `gcra` (then the fallback split).
+    global: Option<GlobalLimiter>,
     on_limit: OnLimit,
     max_wait: Duration,
     hold_until: Mutex<Option<Instant>>,
@@ -109,12 +117,20 @@ impl RateGate {
         });
         Self {
             gcra,
+            global: None,
             on_limit: limit.map_or(OnLimit::Queue, |l| l.on_limit),
             max_wait: limit.map_or(default_wait, |l| l.max_queue_wait.as_duration()),
             hold_until: Mutex::new(None),
             queue: tokio::sync::Mutex::new(()),
             queued: AtomicUsize::new(0),
         }
+    }
+
+    /// Makes this a `scope: global` gate: the Redis bucket decides while Redis answers.
+    pub fn with_global(mut self, global: GlobalLimiter) -> Self {
+        global.start();
+        self.global = Some(global);
+        self
     }
 
     /// Pauses the whole integration for `d` (provider backpressure). Returns true if this
@@ -136,8 +152,34 @@ impl RateGate {
         h.filter(|u| *u > now).map(|u| u - now)
     }
 
-    /// Time until the limiter would admit one more request, or None if it admitted it now.
-    fn try_take(&self) -> Option<Duration> {
+    /// Time until the limiter would admit one more request, or None if it admitted it now;
+    /// `Err` refuses outright (the quota is used up) with the time to come back.
+    async fn try_take(&self) -> Result<Option<Duration>, Limited> {
+        if let Some(global) = &self.global {
+            match global.take().await {
+                Verdict::Take => return Ok(None),
+                Verdict::Wait(wait) => return Ok(Some(wait)),
+                Verdict::QuotaExhausted(retry_after) => {
+                    return Err(Limited {
+                        retry_after,
+                        action: RateLimitAction::Rejected,
+                        cause: LimitCause::Quota,
+                    })
+                }
+                Verdict::Fallback => {
+                    let wait = self.try_take_local();
+                    if wait.is_none() {
+                        global.charge_fallback();
+                    }
+                    return Ok(wait);
+                }
+            }
+        }
+        Ok(self.try_take_local())
+    }
+
+    /// This pod's own GCRA (its share, for `shared` and the global fallback).
+    fn try_take_local(&self) -> Option<Duration> {
         let gcra = self.gcra.as_ref()?;
         match gcra.check() {
             Ok(()) => None,
@@ -150,7 +192,7 @@ impl RateGate {
     pub async fn acquire(&self, request_deadline: Instant) -> Result<Admitted, Limited> {
         let now = Instant::now();
         if self.queued.load(Ordering::Acquire) == 0 && self.hold_remaining(now).is_none() {
-            match self.try_take() {
+            match self.try_take().await? {
                 None => return Ok(Admitted::Immediately),
                 Some(wait) if self.on_limit == OnLimit::Reject => {
                     return Err(Limited {
@@ -169,7 +211,7 @@ impl RateGate {
                     cause: LimitCause::Provider,
                 });
             }
-            if let Some(wait) = self.try_take() {
+            if let Some(wait) = self.try_take().await? {
                 return Err(Limited {
                     retry_after: wait,
                     action: RateLimitAction::Rejected,
@@ -215,7 +257,7 @@ impl RateGate {
                 tokio::time::sleep(hold).await;
                 continue;
             }
-            match self.try_take() {
+            match self.try_take().await? {
                 None => return Ok(Admitted::AfterQueueing(started.elapsed())),
                 Some(wait) if wait > deadline.saturating_duration_since(now) => {
                     return Err(timed_out(LimitCause::RateLimit, wait));

@@ -16,6 +16,7 @@ fn gate(requests: u32, per_ms: u64, burst: u32, on_limit: OnLimit, wait_ms: u64)
             on_limit,
             max_queue_wait: KubeDuration::from_millis(wait_ms),
             pods: 1,
+            global: None,
         }),
         Duration::from_secs(5),
     )
@@ -115,6 +116,7 @@ async fn shared_share_slows_the_pod() {
             on_limit: OnLimit::Reject,
             max_queue_wait: KubeDuration::from_secs(1),
             pods: 4,
+            global: None,
         }),
         Duration::from_secs(5),
     );
