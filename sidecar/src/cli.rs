@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use attache_api::config::ports;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{app::SidecarOptions, config::ConfigSource, proxy::connections::ConnectionLimits};
+use crate::{
+    app::SidecarOptions,
+    config::ConfigSource,
+    proxy::connections::ConnectionLimits,
+    telemetry::{access_log::AccessLogFormat, TelemetryOptions},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +94,10 @@ pub struct RunArgs {
     /// Connections each listener holds at once; more are closed as soon as accepted.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// One line per request on stdout (`json`): method, path without its query, status or
+    /// the sidecar's error code, attempts, times, retry reasons, trace and request ids.
+    #[arg(long, value_enum, env = "ATTACHE_ACCESS_LOG", default_value_t = AccessLogFormat::Off)]
+    pub access_log: AccessLogFormat,
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. `localhost` is the IPv4 loopback without asking a
@@ -160,6 +169,9 @@ impl RunArgs {
                 header_timeout: self.header_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections as usize,
+            },
+            telemetry: TelemetryOptions {
+                access_log: self.access_log,
             },
         }
     }

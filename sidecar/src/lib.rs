@@ -22,6 +22,8 @@
 //! - [`upstream`]: connections to the third party: `connector` (TCP + TLS), `tls` (rustls
 //!   config), `pool` (kept-alive connections), `failure` (what a failed attempt means).
 //! - [`explain`]: `attache-sidecar explain`, what would be sent for one request.
+//! - [`telemetry`]: the access log, traces (W3C `traceparent`, OTLP export) and the trust
+//!   boundary for trace headers toward the third party.
 //! - [`metrics`]: the Prometheus families and the per-integration handle with typed labels.
 //! - [`body`], [`clock`]: the body type and overflow-free deadlines.
 //! - `demo`: `attache-sidecar demo`, the whole data path against a local flaky third party
@@ -43,6 +45,7 @@ pub mod integration;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
+pub mod telemetry;
 pub mod upstream;
 
 // The connection pool's tests use the demo's PKI (part of it), also in a build without the demo.

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub client_cert_expiry: Family<IntegrationLabel, Gauge>,
     pub upstream_throttled: Family<IntegrationLabel, Counter>,
+    /// `attache_telemetry_dropped_total` (see `telemetry`).
+    pub telemetry_dropped: Family<crate::telemetry::DroppedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,6 +143,7 @@ impl Metrics {
             "Upstream throttling signals (429s and Retry-After holds)",
             upstream_throttled.clone(),
         );
+        let telemetry_dropped = crate::telemetry::dropped_family(&mut r);
         Self {
             registry: Arc::new(r),
             requests,
@@ -153,7 +156,17 @@ impl Metrics {
             config_reloads,
             client_cert_expiry,
             upstream_throttled,
+            telemetry_dropped,
         }
+    }
+
+    /// The counter of `kind` (`access_log`, `span`) in `attache_telemetry_dropped_total`.
+    pub fn telemetry_dropped(&self, kind: &str) -> Counter {
+        self.telemetry_dropped
+            .get_or_create(&crate::telemetry::DroppedLabels {
+                kind: kind.to_string(),
+            })
+            .clone()
     }
 
     /// The Prometheus text exposition of every family.

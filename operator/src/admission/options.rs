@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use super::{
     certs::{self_managed::SelfManaged, CertPolicy},
     quantity,
-    settings::{InjectorSettings, SidecarResources, DEFAULT_IMAGE, DEFAULT_RUN_AS_USER},
+    settings::{AccessLog, InjectorSettings, SidecarResources, DEFAULT_IMAGE, DEFAULT_RUN_AS_USER},
 };
 
 /// Options of the admission webhook (all prefixed `--webhook-` or `--sidecar-`).
@@ -42,6 +42,10 @@ pub struct WebhookArgs {
     /// The sidecar's log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub sidecar_log_level: String,
+    /// The sidecar's access log (one JSON line per request on its stdout): off or json. Pods
+    /// override it with the annotation attache.dev/access-log.
+    #[arg(long, value_enum, default_value_t = AccessLog::Off)]
+    pub sidecar_access_log: AccessLog,
     /// The sidecar's CPU request (a quantity, or "none").
     #[arg(long, default_value = "10m")]
     pub sidecar_cpu_request: String,
@@ -110,6 +114,7 @@ impl WebhookArgs {
                 memory_limit: q("sidecar-memory-limit", &self.sidecar_memory_limit)?,
             },
             log_level: self.sidecar_log_level.clone(),
+            access_log: self.sidecar_access_log,
             native_sidecars,
             operator_namespace: Some(self.webhook_namespace.clone()),
             run_as_user,

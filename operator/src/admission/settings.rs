@@ -21,12 +21,40 @@ pub struct InjectorSettings {
     pub resources: SidecarResources,
     /// The sidecar's `ATTACHE_LOG_LEVEL`.
     pub log_level: String,
+    /// The sidecar's `ATTACHE_ACCESS_LOG`.
+    pub access_log: AccessLog,
     /// The cluster runs native sidecars (init containers with `restartPolicy: Always`,
     /// Kubernetes 1.29+); otherwise the sidecar is a regular container placed first.
     pub native_sidecars: bool,
     /// The operator's own namespace, never injected.
     pub operator_namespace: Option<String>,
     pub run_as_user: Option<i64>,
+}
+
+/// The sidecar's access log (`attache-sidecar run --access-log`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Json,
+}
+
+impl AccessLog {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLog::Off => "off",
+            AccessLog::Json => "json",
+        }
+    }
+
+    /// An annotation's value: `off` or `json`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(AccessLog::Off),
+            "json" => Some(AccessLog::Json),
+            _ => None,
+        }
+    }
 }
 
 /// The sidecar's resources as Kubernetes quantities; `None` leaves the entry out.
@@ -47,6 +75,7 @@ impl Default for InjectorSettings {
             image_pull_policy: Some("IfNotPresent".into()),
             resources: SidecarResources::default(),
             log_level: "info".into(),
+            access_log: AccessLog::Off,
             native_sidecars: true,
             operator_namespace: None,
             run_as_user: Some(DEFAULT_RUN_AS_USER),

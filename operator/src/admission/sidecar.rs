@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    quantity, settings::InjectorSettings, SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME,
+    quantity,
+    settings::{AccessLog, InjectorSettings},
+    SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME, ANNOTATION_ACCESS_LOG,
     ANNOTATION_NATIVE_SIDECAR, ANNOTATION_SIDECAR_CPU_LIMIT, ANNOTATION_SIDECAR_CPU_REQUEST,
     ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL, ANNOTATION_SIDECAR_MEMORY_LIMIT,
     ANNOTATION_SIDECAR_MEMORY_REQUEST, ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT,
@@ -45,6 +47,7 @@ pub(crate) struct SidecarSpec {
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub log_level: String,
+    pub access_log: AccessLog,
     pub resources: SidecarResources,
     pub run_as_user: Option<i64>,
     pub native: bool,
@@ -159,6 +162,15 @@ impl SidecarSpec {
                 settings.log_level.clone()
             }
         };
+        let access_log = match ann(ANNOTATION_ACCESS_LOG) {
+            None => settings.access_log,
+            Some(v) => AccessLog::parse(v).unwrap_or_else(|| {
+                errors.push(format!(
+                    "annotation {ANNOTATION_ACCESS_LOG}: {v:?} is not \"json\" or \"off\""
+                ));
+                settings.access_log
+            }),
+        };
         let run_as_user = match ann(ANNOTATION_SIDECAR_RUN_AS_USER) {
             None => settings.run_as_user,
             Some("auto") => None,
@@ -221,6 +233,7 @@ impl SidecarSpec {
             image,
             image_pull_policy: settings.image_pull_policy.clone(),
             log_level,
+            access_log,
             resources: SidecarResources {
                 cpu_request,
                 cpu_limit,
@@ -275,7 +288,10 @@ impl SidecarSpec {
                 "--proxy-addr", format!("127.0.0.1:{PROXY_PORT}"),
                 "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
             ],
-            "env": [{"name": "ATTACHE_LOG_LEVEL", "value": self.log_level}],
+            "env": [
+                {"name": "ATTACHE_LOG_LEVEL", "value": self.log_level},
+                {"name": "ATTACHE_ACCESS_LOG", "value": self.access_log.as_str()},
+            ],
             "ports": [{"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"}],
             // Up to a minute to load the configs and bind the listeners.
             "startupProbe": probe(1, 60),
@@ -428,6 +444,23 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_follows_the_operator_unless_the_pod_says_otherwise() {
+        let env = |s: &SidecarSpec| s.container(&[])["env"][1].clone();
+        let off = resolve(&[]).unwrap();
+        assert_eq!(env(&off)["value"], "off");
+        assert_eq!(env(&off)["name"], "ATTACHE_ACCESS_LOG");
+        let on = resolve(&[(ANNOTATION_ACCESS_LOG, "json")]).unwrap();
+        assert_eq!(env(&on)["value"], "json");
+        let settings = InjectorSettings {
+            access_log: AccessLog::Json,
+            ..InjectorSettings::default()
+        };
+        let ann = [(ANNOTATION_ACCESS_LOG.to_string(), "off".to_string())].into();
+        let pod_off = SidecarSpec::resolve(&settings, &ann).unwrap();
+        assert_eq!(pod_off.access_log, AccessLog::Off);
+    }
+
+    #[test]
     fn every_unusable_annotation_is_named() {
         let errs = resolve(&[
             (ANNOTATION_SIDECAR_CPU_REQUEST, "lots"),
@@ -435,10 +468,12 @@ mod tests {
             (ANNOTATION_NATIVE_SIDECAR, "maybe"),
             (ANNOTATION_SIDECAR_LOG_LEVEL, "debug; rm -rf"),
             (ANNOTATION_SIDECAR_IMAGE, "two words"),
+            (ANNOTATION_ACCESS_LOG, "yes"),
         ])
         .unwrap_err();
-        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert_eq!(errs.len(), 6, "{errs:#?}");
         for key in [
+            ANNOTATION_ACCESS_LOG,
             ANNOTATION_SIDECAR_CPU_REQUEST,
             ANNOTATION_SIDECAR_RUN_AS_USER,
             ANNOTATION_NATIVE_SIDECAR,

@@ -99,6 +99,7 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         proxy_addr: any(0),
         admin_addr: any(0),
         limits: Default::default(),
+        telemetry: Default::default(),
     })
     .await
     .context("starting the sidecar")?;

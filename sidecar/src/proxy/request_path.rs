@@ -31,13 +31,20 @@ use crate::{
     integration::{Integration, PathOrigin},
     metrics::ResponseCode,
     resilience::retry::{Next, Retrying},
+    telemetry::{
+        trail::{AttemptEnd, Trail},
+        Telemetry,
+    },
 };
 
-/// Serves one request for `integration`, recording metrics; never fails.
+/// Serves one request for `integration`, recording metrics, and reporting it to `telemetry`
+/// when `trail` records it; never fails.
 pub async fn serve(
     integration: Arc<Integration>,
     req: Request<Incoming>,
     origin: PathOrigin,
+    telemetry: &Telemetry,
+    mut trail: Option<Trail>,
 ) -> Response<Body> {
     let started = Instant::now();
     // Counts until the response body is done (or the error is answered): like the bulkhead.
@@ -47,16 +54,16 @@ pub async fn serve(
         .then(|| format!("{} {}", req.method(), req.uri().path()));
     let total = integration.request_timeout();
     let deadline = clock::after(started, total);
-    let forwarded = forward(&integration, req, origin, deadline, held);
+    let forwarded = forward(&integration, req, origin, deadline, held, &mut trail);
     let result = match tokio::time::timeout_at(deadline, forwarded).await {
         Ok(r) => r,
         Err(_) => Err(RequestTimeout(total).into()),
     };
     let metrics = &integration.metrics;
-    let resp = match result {
+    let (resp, code) = match result {
         Ok(resp) => {
             metrics.response(ResponseCode::Upstream(resp.status()));
-            resp
+            (resp, None)
         }
         Err(e) => {
             if let Some(request) = what {
@@ -66,10 +73,14 @@ pub async fn serve(
                 );
             }
             metrics.response(ResponseCode::Sidecar(e.code.as_str()));
-            errors::respond(&e, &integration.name)
+            (
+                errors::respond(&e, &integration.name),
+                Some(e.code.as_str()),
+            )
         }
     };
     metrics.duration.observe(started.elapsed().as_secs_f64());
+    telemetry.finish(trail, &integration.name, resp.status(), code);
     resp
 }
 
@@ -80,6 +91,7 @@ async fn forward(
     origin: PathOrigin,
     deadline: Instant,
     held: Held,
+    trail: &mut Option<Trail>,
 ) -> Result<Response<Body>, SidecarError> {
     let (parts, incoming) = req.into_parts();
     let (prepared, held) = match prepare::request(ig, parts, origin, held).await {
@@ -92,12 +104,21 @@ async fn forward(
     // The last answer, kept while the next attempt waits: the app gets it if that is refused.
     let mut kept = None;
     loop {
+        let at_gate = Instant::now();
         let cleared = match attempt::clear(ig, deadline, &mut body).await {
             Ok(c) => c,
             Err(r) => return respond::refused(r, kept, retrying.attempts(), held),
         };
         drop(kept.take()); // its connection goes back to the pool before the next attempt
-        let attempted = attempt::send(ig, cleared, &prepared, retrying.sending()).await;
+        let retry = retrying.sending();
+        let recording = trail
+            .as_ref()
+            .map(|_| Trail::attempt_starts(retry, at_gate.elapsed()));
+        let attempted = attempt::send(ig, cleared, &prepared, retry).await;
+        if let (Some(t), Some(start)) = (trail.as_mut(), recording) {
+            let breaker = ig.policies.breaker.state();
+            t.attempt_ended(start, AttemptEnd::of(&attempted.result), breaker);
+        }
         let (outcome, retry_after) = (attempted.outcome, attempted.retry_after);
         let delay = match retrying.after(outcome, retry_after, body.replayable(), rand::rng) {
             Next::Retry { delay, .. } => delay,

@@ -1,0 +1,110 @@
+//! What the sidecar tells about each request besides metrics: the access log
+//! (`access_log`), traces (`context`: W3C `traceparent`; `trail`: one request's record), and
+//! the trust boundary for trace headers toward the third party (`boundary`).
+//!
+//! With the access log and tracing both off, [`Telemetry::begin`] returns `None` and the
+//! request path records nothing.
+
+pub mod access_log;
+pub mod boundary;
+pub mod context;
+pub mod trail;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+
+use self::{
+    access_log::{AccessLog, AccessLogFormat, Line},
+    context::TraceContext,
+    trail::Trail,
+};
+use crate::metrics::Metrics;
+
+/// How the sidecar reports requests (`attache-sidecar run` flags).
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryOptions {
+    pub access_log: AccessLogFormat,
+}
+
+/// The running reporters; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    inner: Option<Arc<Reporters>>,
+}
+
+struct Reporters {
+    access_log: Option<AccessLog>,
+}
+
+impl Telemetry {
+    /// Nothing reported.
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// Starts the reporters `opts` asks for; what they drop is counted in `metrics`.
+    pub fn start(opts: &TelemetryOptions, metrics: &Metrics) -> std::io::Result<Self> {
+        let access_log = match opts.access_log {
+            AccessLogFormat::Off => None,
+            AccessLogFormat::Json => {
+                Some(AccessLog::start(metrics.telemetry_dropped("access_log"))?)
+            }
+        };
+        let inner = access_log
+            .is_some()
+            .then(|| Arc::new(Reporters { access_log }));
+        Ok(Self { inner })
+    }
+
+    /// Starts the record of a request, when anything reports requests.
+    pub fn begin(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Trail> {
+        self.inner.as_ref()?;
+        let trace = TraceContext::from_app(headers.get(context::TRACEPARENT));
+        Some(Trail::new(method, path, trace))
+    }
+
+    /// Reports a finished request of `integration` ("" when none was found) answered with
+    /// `status`; `code` is the sidecar's error code when it answered itself.
+    pub fn finish(
+        &self,
+        trail: Option<Trail>,
+        integration: &str,
+        status: StatusCode,
+        code: Option<&'static str>,
+    ) {
+        let (Some(trail), Some(r)) = (trail, &self.inner) else {
+            return;
+        };
+        let duration = trail.started.elapsed();
+        if let Some(log) = &r.access_log {
+            log.write(&Line::of(
+                &trail,
+                integration,
+                status.as_u16(),
+                code,
+                duration,
+            ));
+        }
+    }
+}
+
+/// Registers the telemetry's own counter family on `registry`.
+pub fn dropped_family(
+    registry: &mut prometheus_client::registry::Registry,
+) -> prometheus_client::metrics::family::Family<DroppedLabels, Counter> {
+    let family = prometheus_client::metrics::family::Family::<DroppedLabels, Counter>::default();
+    registry.register(
+        "attache_telemetry_dropped",
+        "Access-log lines and spans dropped because their queue was full or the receiver failed",
+        family.clone(),
+    );
+    family
+}
+
+/// The label of `attache_telemetry_dropped_total`: `access_log` or `span`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub kind: String,
+}
