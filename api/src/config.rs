@@ -82,6 +82,16 @@ pub struct SidecarConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     pub concurrency: ConcurrencyConfig,
+    /// Absent in configs rendered before it existed: nothing propagated.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Trace headers toward the third party.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub propagate_trace_context: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

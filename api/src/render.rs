@@ -229,6 +229,13 @@ pub fn render_at(
         circuit_breaker: breaker_config(spec),
         rate_limit: rate_limit_config(spec, opts),
         concurrency: concurrency_config(spec),
+        telemetry: TelemetryConfig {
+            propagate_trace_context: spec
+                .telemetry
+                .as_ref()
+                .and_then(|t| t.propagate_trace_context)
+                .unwrap_or(false),
+        },
     };
     Ok(Rendered {
         config,

@@ -64,6 +64,8 @@ pub struct ExternalIntegrationSpec {
     pub rate_limit: Option<RateLimitSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<ConcurrencySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
 }
 
 /// Where requests go.
@@ -444,6 +446,16 @@ pub struct ConcurrencySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = u32::MAX))]
     pub max_in_flight: Option<u32>,
+}
+
+/// What the sidecar tells the third party about traces (README, "Access log").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetrySpec {
+    /// Send the third party a W3C `traceparent` (parent: the sidecar's attempt span) and the
+    /// app's `tracestate`. Off by default: trace headers stay inside the trust boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_trace_context: Option<bool>,
 }
 
 /// What the operator last observed.

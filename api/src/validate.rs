@@ -456,6 +456,7 @@ mod tests {
             circuit_breaker: None,
             rate_limit: None,
             concurrency: None,
+            telemetry: None,
         }
     }
 

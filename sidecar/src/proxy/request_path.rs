@@ -32,6 +32,7 @@ use crate::{
     metrics::ResponseCode,
     resilience::retry::{Next, Retrying},
     telemetry::{
+        context,
         trail::{AttemptEnd, Trail},
         Telemetry,
     },
@@ -47,6 +48,10 @@ pub async fn serve(
     mut trail: Option<Trail>,
 ) -> Response<Body> {
     let started = Instant::now();
+    if trail.is_none() && integration.config.telemetry.propagate_trace_context {
+        // The attempt spans are the third party's parents even when nothing reports them.
+        trail = Some(Telemetry::trail(&req));
+    }
     // Counts until the response body is done (or the error is answered): like the bulkhead.
     let held = Held::new(&integration);
     // Only for the debug line about requests the sidecar answers: not copied otherwise.
@@ -114,7 +119,13 @@ async fn forward(
         let recording = trail
             .as_ref()
             .map(|_| Trail::attempt_starts(retry, at_gate.elapsed()));
-        let attempted = attempt::send(ig, cleared, &prepared, retry).await;
+        let traceparent = match (&recording, trail.as_ref()) {
+            (Some(start), Some(t)) if ig.config.telemetry.propagate_trace_context => {
+                Some(context::traceparent(&t.trace, start.span_id))
+            }
+            _ => None,
+        };
+        let attempted = attempt::send(ig, cleared, &prepared, retry, traceparent).await;
         if let (Some(t), Some(start)) = (trail.as_mut(), recording) {
             let breaker = ig.policies.breaker.state();
             t.attempt_ended(start, AttemptEnd::of(&attempted.result), breaker);

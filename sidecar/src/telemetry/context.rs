@@ -4,9 +4,6 @@
 use http::HeaderValue;
 use rand::RngCore;
 
-/// The header an app's tracing library sends, and the one the sidecar may send upstream.
-pub const TRACEPARENT: &str = "traceparent";
-
 /// The trace a request belongs to, and where the sidecar's request span hangs in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {

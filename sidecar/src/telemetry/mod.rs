@@ -61,8 +61,17 @@ impl Telemetry {
     /// Starts the record of a request, when anything reports requests.
     pub fn begin(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Trail> {
         self.inner.as_ref()?;
-        let trace = TraceContext::from_app(headers.get(context::TRACEPARENT));
-        Some(Trail::new(method, path, trace))
+        Some(Self::trail_of(method, path, headers))
+    }
+
+    /// The record of `req`, whatever reports it.
+    pub fn trail<B>(req: &http::Request<B>) -> Trail {
+        Self::trail_of(req.method(), req.uri().path(), req.headers())
+    }
+
+    fn trail_of(method: &Method, path: &str, headers: &HeaderMap) -> Trail {
+        let trace = TraceContext::from_app(headers.get(boundary::TRACEPARENT));
+        Trail::new(method, path, trace)
     }
 
     /// Reports a finished request of `integration` ("" when none was found) answered with
