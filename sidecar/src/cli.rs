@@ -98,6 +98,15 @@ pub struct RunArgs {
     /// the sidecar's error code, attempts, times, retry reasons, trace and request ids.
     #[arg(long, value_enum, env = "ATTACHE_ACCESS_LOG", default_value_t = AccessLogFormat::Off)]
     pub access_log: AccessLogFormat,
+    /// Export a span per request and per upstream attempt with OTLP over HTTP (protobuf) to
+    /// this collector, e.g. http://otel-collector:4318 (`/v1/traces` is added to a URL without
+    /// a path).
+    #[arg(long, value_name = "URL", env = "ATTACHE_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<http::Uri>,
+}
+
+fn parse_otlp_endpoint(s: &str) -> Result<http::Uri, String> {
+    crate::telemetry::export::traces_url(s).map_err(|e| e.to_string())
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. `localhost` is the IPv4 loopback without asking a
@@ -172,6 +181,7 @@ impl RunArgs {
             },
             telemetry: TelemetryOptions {
                 access_log: self.access_log,
+                otlp_endpoint: self.otlp_endpoint.clone(),
             },
         }
     }

@@ -573,7 +573,10 @@ fn alerts_and_dashboard_render_from_the_files_promtool_and_grafana_read() {
     let rule = one(&docs, "PrometheusRule");
     let file: Value = serde_saphyr::from_str(&read("charts/attache/rules/attache.rules.yaml"))
         .expect("rules file is YAML");
-    assert_eq!(rule["spec"], file, "the PrometheusRule is the rules file as it is");
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule is the rules file as it is"
+    );
     let dashboard = find(&docs, "ConfigMap")
         .into_iter()
         .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")

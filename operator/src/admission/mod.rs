@@ -22,6 +22,7 @@
 //! | `attache.dev/sidecar-image` | image reference | replace the operator's sidecar image for this pod |
 //! | `attache.dev/sidecar-log-level` | e.g. `debug` | the sidecar's `ATTACHE_LOG_LEVEL` |
 //! | `attache.dev/access-log` | `"json"` / `"off"` | the sidecar's access log on its stdout (`ATTACHE_ACCESS_LOG`) |
+//! | `attache.dev/otlp-endpoint` | `http://HOST:4318` | where the sidecar exports traces (`ATTACHE_OTLP_ENDPOINT`) |
 //! | `attache.dev/sidecar-cpu-request` | quantity | resources of the sidecar; `"none"` removes the entry |
 //! | `attache.dev/sidecar-cpu-limit` | quantity | |
 //! | `attache.dev/sidecar-memory-request` | quantity | |
@@ -67,6 +68,8 @@ pub const ANNOTATION_SIDECAR_IMAGE: &str = "attache.dev/sidecar-image";
 pub const ANNOTATION_SIDECAR_LOG_LEVEL: &str = "attache.dev/sidecar-log-level";
 /// Pod annotation: `"json"` / `"off"`, the sidecar's access log.
 pub const ANNOTATION_ACCESS_LOG: &str = "attache.dev/access-log";
+/// Pod annotation: the OTLP/HTTP collector of the sidecar's traces.
+pub const ANNOTATION_OTLP_ENDPOINT: &str = "attache.dev/otlp-endpoint";
 pub const ANNOTATION_SIDECAR_CPU_REQUEST: &str = "attache.dev/sidecar-cpu-request";
 pub const ANNOTATION_SIDECAR_CPU_LIMIT: &str = "attache.dev/sidecar-cpu-limit";
 pub const ANNOTATION_SIDECAR_MEMORY_REQUEST: &str = "attache.dev/sidecar-memory-request";

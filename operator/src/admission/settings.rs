@@ -23,6 +23,8 @@ pub struct InjectorSettings {
     pub log_level: String,
     /// The sidecar's `ATTACHE_ACCESS_LOG`.
     pub access_log: AccessLog,
+    /// The sidecar's `ATTACHE_OTLP_ENDPOINT` (OTLP/HTTP collector); `None`: no traces.
+    pub otlp_endpoint: Option<String>,
     /// The cluster runs native sidecars (init containers with `restartPolicy: Always`,
     /// Kubernetes 1.29+); otherwise the sidecar is a regular container placed first.
     pub native_sidecars: bool,
@@ -57,6 +59,14 @@ impl AccessLog {
     }
 }
 
+/// An OTLP/HTTP collector URL as the sidecar takes it: `http://HOST[:PORT][/PATH]`.
+pub fn is_otlp_endpoint(s: &str) -> bool {
+    s.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        !host.is_empty() && !rest.contains(|c: char| c.is_whitespace() || c.is_control())
+    })
+}
+
 /// The sidecar's resources as Kubernetes quantities; `None` leaves the entry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarResources {
@@ -76,6 +86,7 @@ impl Default for InjectorSettings {
             resources: SidecarResources::default(),
             log_level: "info".into(),
             access_log: AccessLog::Off,
+            otlp_endpoint: None,
             native_sidecars: true,
             operator_namespace: None,
             run_as_user: Some(DEFAULT_RUN_AS_USER),

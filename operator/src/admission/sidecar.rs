@@ -8,12 +8,12 @@ use sha2::{Digest, Sha256};
 
 use super::{
     quantity,
-    settings::{AccessLog, InjectorSettings},
+    settings::{is_otlp_endpoint, AccessLog, InjectorSettings},
     SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME, ANNOTATION_ACCESS_LOG,
-    ANNOTATION_NATIVE_SIDECAR, ANNOTATION_SIDECAR_CPU_LIMIT, ANNOTATION_SIDECAR_CPU_REQUEST,
-    ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL, ANNOTATION_SIDECAR_MEMORY_LIMIT,
-    ANNOTATION_SIDECAR_MEMORY_REQUEST, ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT,
-    PROXY_PORT, SIDECAR_CONTAINER,
+    ANNOTATION_NATIVE_SIDECAR, ANNOTATION_OTLP_ENDPOINT, ANNOTATION_SIDECAR_CPU_LIMIT,
+    ANNOTATION_SIDECAR_CPU_REQUEST, ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL,
+    ANNOTATION_SIDECAR_MEMORY_LIMIT, ANNOTATION_SIDECAR_MEMORY_REQUEST,
+    ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT, PROXY_PORT, SIDECAR_CONTAINER,
 };
 use crate::contract::{generated_name, url_env_name};
 
@@ -48,6 +48,7 @@ pub(crate) struct SidecarSpec {
     pub image_pull_policy: Option<String>,
     pub log_level: String,
     pub access_log: AccessLog,
+    pub otlp_endpoint: Option<String>,
     pub resources: SidecarResources,
     pub run_as_user: Option<i64>,
     pub native: bool,
@@ -171,6 +172,16 @@ impl SidecarSpec {
                 settings.access_log
             }),
         };
+        let otlp_endpoint = match ann(ANNOTATION_OTLP_ENDPOINT) {
+            None => settings.otlp_endpoint.clone(),
+            Some(v) if is_otlp_endpoint(v) => Some(v.to_string()),
+            Some(v) => {
+                errors.push(format!(
+                    "annotation {ANNOTATION_OTLP_ENDPOINT}: {v:?} is not an http://HOST:PORT URL of an OTLP/HTTP collector"
+                ));
+                settings.otlp_endpoint.clone()
+            }
+        };
         let run_as_user = match ann(ANNOTATION_SIDECAR_RUN_AS_USER) {
             None => settings.run_as_user,
             Some("auto") => None,
@@ -234,6 +245,7 @@ impl SidecarSpec {
             image_pull_policy: settings.image_pull_policy.clone(),
             log_level,
             access_log,
+            otlp_endpoint,
             resources: SidecarResources {
                 cpu_request,
                 cpu_limit,
@@ -301,6 +313,12 @@ impl SidecarSpec {
             "volumeMounts": mounts,
             "terminationMessagePolicy": "FallbackToLogsOnError",
         });
+        if let Some(url) = &self.otlp_endpoint {
+            c["env"]
+                .as_array_mut()
+                .expect("env is a list")
+                .push(json!({"name": "ATTACHE_OTLP_ENDPOINT", "value": url}));
+        }
         if let Some(policy) = &self.image_pull_policy {
             c["imagePullPolicy"] = json!(policy);
         }
@@ -458,6 +476,32 @@ mod tests {
         let ann = [(ANNOTATION_ACCESS_LOG.to_string(), "off".to_string())].into();
         let pod_off = SidecarSpec::resolve(&settings, &ann).unwrap();
         assert_eq!(pod_off.access_log, AccessLog::Off);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_set_only_when_one_is_given() {
+        let env_names = |s: &SidecarSpec| -> Vec<String> {
+            s.container(&[])["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let none = resolve(&[]).unwrap();
+        assert!(!env_names(&none).contains(&"ATTACHE_OTLP_ENDPOINT".to_string()));
+        let set = resolve(&[(ANNOTATION_OTLP_ENDPOINT, "http://otel.monitoring:4318")]).unwrap();
+        assert_eq!(
+            set.container(&[])["env"][2]["value"],
+            "http://otel.monitoring:4318"
+        );
+        for bad in ["otel:4318", "https://otel:4318", "http://", "http://a b"] {
+            let errs = resolve(&[(ANNOTATION_OTLP_ENDPOINT, bad)]).unwrap_err();
+            assert!(
+                errs[0].contains(ANNOTATION_OTLP_ENDPOINT),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 
     #[test]

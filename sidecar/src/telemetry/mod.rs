@@ -1,6 +1,7 @@
 //! What the sidecar tells about each request besides metrics: the access log
-//! (`access_log`), traces (`context`: W3C `traceparent`; `trail`: one request's record), and
-//! the trust boundary for trace headers toward the third party (`boundary`).
+//! (`access_log`), traces (`context`: W3C `traceparent`; `trail`: one request's record;
+//! `export`: OTLP/HTTP), and the trust boundary for trace headers toward the third party
+//! (`boundary`).
 //!
 //! With the access log and tracing both off, [`Telemetry::begin`] returns `None` and the
 //! request path records nothing.
@@ -8,6 +9,7 @@
 pub mod access_log;
 pub mod boundary;
 pub mod context;
+pub mod export;
 pub mod trail;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use self::{
     access_log::{AccessLog, AccessLogFormat, Line},
     context::TraceContext,
+    export::Exporter,
     trail::Trail,
 };
 use crate::metrics::Metrics;
@@ -26,6 +29,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Default)]
 pub struct TelemetryOptions {
     pub access_log: AccessLogFormat,
+    /// The OTLP/HTTP collector's traces URL (see `export::traces_url`).
+    pub otlp_endpoint: Option<http::Uri>,
 }
 
 /// The running reporters; cheap to clone.
@@ -36,6 +41,7 @@ pub struct Telemetry {
 
 struct Reporters {
     access_log: Option<AccessLog>,
+    exporter: Option<Exporter>,
 }
 
 impl Telemetry {
@@ -52,9 +58,16 @@ impl Telemetry {
                 Some(AccessLog::start(metrics.telemetry_dropped("access_log"))?)
             }
         };
-        let inner = access_log
-            .is_some()
-            .then(|| Arc::new(Reporters { access_log }));
+        let exporter = opts
+            .otlp_endpoint
+            .clone()
+            .map(|url| Exporter::start(url, metrics.telemetry_dropped("span")));
+        let inner = (access_log.is_some() || exporter.is_some()).then(|| {
+            Arc::new(Reporters {
+                access_log,
+                exporter,
+            })
+        });
         Ok(Self { inner })
     }
 
@@ -95,6 +108,10 @@ impl Telemetry {
                 code,
                 duration,
             ));
+        }
+        // The app's sampling decision holds (a new trace is sampled).
+        if let Some(exporter) = r.exporter.as_ref().filter(|_| trail.trace.sampled) {
+            exporter.export(export::spans(&trail, integration, status, code, duration));
         }
     }
 }
