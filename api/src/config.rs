@@ -98,6 +98,9 @@ pub struct SidecarConfig {
     pub webhooks: Option<crate::webhooks::WebhooksConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
+    /// Absent in configs rendered before it existed: nothing propagated.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `spec.cache`, resolved.
@@ -106,6 +109,13 @@ pub struct SidecarConfig {
 pub struct CacheConfig {
     pub max_bytes: u64,
     pub stale_if_error: KubeDuration,
+}
+
+/// Trace headers toward the third party.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub propagate_trace_context: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

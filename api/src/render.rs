@@ -250,6 +250,13 @@ pub fn render_at(
             max_bytes: c.max_bytes.bytes(),
             stale_if_error: c.stale_if_error.unwrap_or_default(),
         }),
+        telemetry: TelemetryConfig {
+            propagate_trace_context: spec
+                .telemetry
+                .as_ref()
+                .and_then(|t| t.propagate_trace_context)
+                .unwrap_or(false),
+        },
     };
     Ok(Rendered {
         config,

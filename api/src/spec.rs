@@ -72,6 +72,8 @@ pub struct ExternalIntegrationSpec {
     pub webhooks: Option<WebhooksSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySpec>,
 }
 
 /// An in-memory HTTP cache of GET and HEAD answers, per pod, as HTTP caching allows
@@ -543,6 +545,16 @@ pub enum LlmProvider {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+}
+
+/// What the sidecar tells the third party about traces (README, "Access log").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetrySpec {
+    /// Send the third party a W3C `traceparent` (parent: the sidecar's attempt span) and the
+    /// app's `tracestate`. Off by default: trace headers stay inside the trust boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_trace_context: Option<bool>,
 }
 
 /// What the operator last observed.

@@ -520,6 +520,7 @@ mod tests {
             concurrency: None,
             cache: None,
             webhooks: None,
+            telemetry: None,
         }
     }
 

@@ -289,6 +289,7 @@ fn the_pod_can_ask_for_the_regular_form_and_other_resources() {
         "attache.dev/sidecar-memory-limit": "256Mi",
         "attache.dev/sidecar-image": "registry.local/attache:dev",
         "attache.dev/sidecar-log-level": "debug",
+        "attache.dev/access-log": "json",
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "8080"
     });
@@ -304,7 +305,10 @@ fn the_pod_can_ask_for_the_regular_form_and_other_resources() {
     );
     assert_eq!(
         env_of(sidecar),
-        [("ATTACHE_LOG_LEVEL".to_string(), "debug".to_string())]
+        [
+            ("ATTACHE_LOG_LEVEL".to_string(), "debug".to_string()),
+            ("ATTACHE_ACCESS_LOG".to_string(), "json".to_string())
+        ]
     );
     let ann = pod.metadata.annotations.unwrap();
     assert_eq!(ann["attache.dev/injected-integrations"], "stripe");

@@ -22,6 +22,7 @@ use crate::{
         listener::{self, Bounds},
         Live,
     },
+    telemetry::{Telemetry, TelemetryOptions},
 };
 
 /// How often config files are checked for changes; changes apply within 2 s (README, "Local mode").
@@ -40,6 +41,8 @@ pub struct SidecarOptions {
     pub webhook_addr: SocketAddr,
     /// Header and idle timeouts and the per-listener connection cap of every listener.
     pub limits: ConnectionLimits,
+    /// The access log and tracing.
+    pub telemetry: TelemetryOptions,
 }
 
 /// A running sidecar.
@@ -74,6 +77,8 @@ pub enum StartError {
     },
     #[error("--first-port {first} leaves no room for {count} integrations")]
     Ports { first: u16, count: usize },
+    #[error("cannot start the access log's writer: {0}")]
+    Telemetry(std::io::Error),
 }
 
 /// What to do about a listener that cannot bind: the flag that moves it.
@@ -94,6 +99,8 @@ impl Sidecar {
         let loaded = opts.source.load()?;
         let snapshot = Snapshot::build(&loaded, &metrics, None)?;
         let live: Live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let telemetry =
+            Telemetry::start(&opts.telemetry, &metrics).map_err(StartError::Telemetry)?;
         let names: Vec<String> = loaded.iter().map(|l| l.config.name.clone()).collect();
         if opts.first_port != 0 && usize::from(opts.first_port) + names.len() > 65_536 {
             return Err(StartError::Ports {
@@ -157,10 +164,11 @@ impl Sidecar {
             integration_addrs.push((name.clone(), addr));
             let live = live.clone();
             let listener_bounds = data_bounds(&format!("integration {name}"));
+            let tel = telemetry.clone();
             let handler = move |req| {
-                let live = live.clone();
+                let (live, tel) = (live.clone(), tel.clone());
                 let name = name.clone();
-                async move { proxy::serve_integration(&live, &name, req).await }
+                async move { proxy::serve_integration(&live, &tel, &name, req).await }
             };
             tasks.push(tokio::spawn(listener::serve(
                 l,
@@ -176,8 +184,8 @@ impl Sidecar {
         tasks.push(tokio::spawn(listener::serve(
             proxy_listener,
             move |req| {
-                let live = live2.clone();
-                async move { proxy::serve_proxy(&live, req).await }
+                let (live, tel) = (live2.clone(), telemetry.clone());
+                async move { proxy::serve_proxy(&live, &tel, req).await }
             },
             stop_rx.clone(),
             graceful.clone(),

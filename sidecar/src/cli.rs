@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use attache_api::config::ports;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{app::SidecarOptions, config::ConfigSource, proxy::connections::ConnectionLimits};
+use crate::{
+    app::SidecarOptions,
+    config::ConfigSource,
+    proxy::connections::ConnectionLimits,
+    telemetry::{access_log::AccessLogFormat, TelemetryOptions},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,6 +101,19 @@ pub struct RunArgs {
     pub max_connections: u32,
     #[command(flatten)]
     pub redis: crate::config::redis::RedisArgs,
+    /// One line per request on stdout (`json`): method, path without its query, status or
+    /// the sidecar's error code, attempts, times, retry reasons, trace and request ids.
+    #[arg(long, value_enum, env = "ATTACHE_ACCESS_LOG", default_value_t = AccessLogFormat::Off)]
+    pub access_log: AccessLogFormat,
+    /// Export a span per request and per upstream attempt with OTLP over HTTP (protobuf) to
+    /// this collector, e.g. http://otel-collector:4318 (`/v1/traces` is added to a URL without
+    /// a path).
+    #[arg(long, value_name = "URL", env = "ATTACHE_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<http::Uri>,
+}
+
+fn parse_otlp_endpoint(s: &str) -> Result<http::Uri, String> {
+    crate::telemetry::export::traces_url(s).map_err(|e| e.to_string())
 }
 
 /// `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. `localhost` is the IPv4 loopback without asking a
@@ -172,6 +190,10 @@ impl RunArgs {
                 header_timeout: self.header_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections as usize,
+            },
+            telemetry: TelemetryOptions {
+                access_log: self.access_log,
+                otlp_endpoint: self.otlp_endpoint.clone(),
             },
         }
     }

@@ -28,6 +28,8 @@
 //! - [`webhooks`]: the inbound side: the third party's signed callbacks, verified (`verify`,
 //!   one module per provider), checked for replays (`replay`) and forwarded to the app.
 //! - [`explain`]: `attache-sidecar explain`, what would be sent for one request.
+//! - [`telemetry`]: the access log, traces (W3C `traceparent`, OTLP export) and the trust
+//!   boundary for trace headers toward the third party.
 //! - [`metrics`]: the Prometheus families and the per-integration handle with typed labels.
 //! - [`body`], [`clock`]: the body type and overflow-free deadlines.
 //! - `demo`: `attache-sidecar demo`, the whole data path against a local flaky third party
@@ -51,6 +53,7 @@ pub mod llm;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
+pub mod telemetry;
 pub mod upstream;
 pub mod webhooks;
 

@@ -98,6 +98,8 @@ pub struct Metrics {
     /// `scope: global` only: `attache_rate_limit_backend`, `attache_quota_remaining`.
     pub rate_limit_backend: Family<IntegrationLabel, Gauge>,
     pub quota_remaining: Family<IntegrationLabel, Gauge>,
+    /// `attache_telemetry_dropped_total` (see `telemetry`).
+    pub telemetry_dropped: Family<crate::telemetry::DroppedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -211,6 +213,7 @@ impl Metrics {
             "Requests left in the current quota window (as last known from Redis)",
             quota_remaining.clone(),
         );
+        let telemetry_dropped = crate::telemetry::dropped_family(&mut r);
         Self {
             registry: Arc::new(r),
             requests,
@@ -230,6 +233,7 @@ impl Metrics {
             webhooks,
             rate_limit_backend,
             quota_remaining,
+            telemetry_dropped,
         }
     }
 
@@ -241,6 +245,15 @@ impl Metrics {
                 result: result.label().to_string(),
             })
             .inc();
+    }
+
+    /// The counter of `kind` (`access_log`, `span`) in `attache_telemetry_dropped_total`.
+    pub fn telemetry_dropped(&self, kind: &str) -> Counter {
+        self.telemetry_dropped
+            .get_or_create(&crate::telemetry::DroppedLabels {
+                kind: kind.to_string(),
+            })
+            .clone()
     }
 
     /// The Prometheus text exposition of every family.

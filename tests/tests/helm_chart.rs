@@ -616,3 +616,36 @@ fn a_redis_url_with_a_password_is_refused_by_the_schema() {
         .unwrap();
     assert!(!out.status.success(), "values.schema.json must refuse it");
 }
+
+#[test]
+fn alerts_and_dashboard_render_from_the_files_promtool_and_grafana_read() {
+    let docs = template(
+        "attache",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.grafanaDashboard.enabled=true",
+        ],
+    );
+    let rule = one(&docs, "PrometheusRule");
+    let file: Value = serde_saphyr::from_str(&read("charts/attache/rules/attache.rules.yaml"))
+        .expect("rules file is YAML");
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule is the rules file as it is"
+    );
+    let dashboard = find(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("a ConfigMap labelled grafana_dashboard");
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["attache.json"]
+            .as_str()
+            .expect("attache.json"),
+    )
+    .expect("the dashboard is JSON");
+    let row = &json["panels"][0];
+    assert_eq!(row["type"], "row");
+    assert_eq!(row["repeat"], "integration", "a row per integration");
+    let off = template("attache", &[]);
+    assert!(find(&off, "PrometheusRule").is_empty());
+}

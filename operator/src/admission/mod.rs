@@ -21,6 +21,8 @@
 //! | `attache.dev/native-sidecar` | `"true"` / `"false"` | force the native (init container) or the regular-container form |
 //! | `attache.dev/sidecar-image` | image reference | replace the operator's sidecar image for this pod |
 //! | `attache.dev/sidecar-log-level` | e.g. `debug` | the sidecar's `ATTACHE_LOG_LEVEL` |
+//! | `attache.dev/access-log` | `"json"` / `"off"` | the sidecar's access log on its stdout (`ATTACHE_ACCESS_LOG`) |
+//! | `attache.dev/otlp-endpoint` | `http://HOST:4318` | where the sidecar exports traces (`ATTACHE_OTLP_ENDPOINT`) |
 //! | `attache.dev/sidecar-cpu-request` | quantity | resources of the sidecar; `"none"` removes the entry |
 //! | `attache.dev/sidecar-cpu-limit` | quantity | |
 //! | `attache.dev/sidecar-memory-request` | quantity | |
@@ -50,7 +52,7 @@ pub use metrics::{AdmissionMetrics, AdmissionResult};
 pub use mutate::{mutate, Decision, Injection, PodContext, Skip};
 pub use options::WebhookArgs;
 pub use server::{serve, ServeError, Webhook, WebhookServer};
-pub use settings::{native_sidecars_supported, InjectorSettings, SidecarResources};
+pub use settings::{native_sidecars_supported, AccessLog, InjectorSettings, SidecarResources};
 pub use view::{ClusterView, KubeView, StaticView};
 
 /// Pod annotation: `"true"` opts the pod in, `"false"` out.
@@ -64,6 +66,10 @@ pub const ANNOTATION_INTEGRATIONS: &str = "attache.dev/integrations";
 pub const ANNOTATION_NATIVE_SIDECAR: &str = "attache.dev/native-sidecar";
 pub const ANNOTATION_SIDECAR_IMAGE: &str = "attache.dev/sidecar-image";
 pub const ANNOTATION_SIDECAR_LOG_LEVEL: &str = "attache.dev/sidecar-log-level";
+/// Pod annotation: `"json"` / `"off"`, the sidecar's access log.
+pub const ANNOTATION_ACCESS_LOG: &str = "attache.dev/access-log";
+/// Pod annotation: the OTLP/HTTP collector of the sidecar's traces.
+pub const ANNOTATION_OTLP_ENDPOINT: &str = "attache.dev/otlp-endpoint";
 pub const ANNOTATION_SIDECAR_CPU_REQUEST: &str = "attache.dev/sidecar-cpu-request";
 pub const ANNOTATION_SIDECAR_CPU_LIMIT: &str = "attache.dev/sidecar-cpu-limit";
 pub const ANNOTATION_SIDECAR_MEMORY_REQUEST: &str = "attache.dev/sidecar-memory-request";

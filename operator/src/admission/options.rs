@@ -7,7 +7,10 @@ use clap::{Args, ValueEnum};
 use super::{
     certs::{self_managed::SelfManaged, CertPolicy},
     quantity,
-    settings::{InjectorSettings, SidecarResources, DEFAULT_IMAGE, DEFAULT_RUN_AS_USER},
+    settings::{
+        is_otlp_endpoint, AccessLog, InjectorSettings, SidecarResources, DEFAULT_IMAGE,
+        DEFAULT_RUN_AS_USER,
+    },
 };
 
 /// Options of the admission webhook (all prefixed `--webhook-` or `--sidecar-`).
@@ -42,6 +45,14 @@ pub struct WebhookArgs {
     /// The sidecar's log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub sidecar_log_level: String,
+    /// The sidecar's access log (one JSON line per request on its stdout): off or json. Pods
+    /// override it with the annotation attache.dev/access-log.
+    #[arg(long, value_enum, default_value_t = AccessLog::Off)]
+    pub sidecar_access_log: AccessLog,
+    /// OTLP/HTTP collector the sidecars export traces to (http://HOST:4318); empty: none. Pods
+    /// override it with the annotation attache.dev/otlp-endpoint.
+    #[arg(long, default_value = "")]
+    pub sidecar_otlp_endpoint: String,
     /// The sidecar's CPU request (a quantity, or "none").
     #[arg(long, default_value = "10m")]
     pub sidecar_cpu_request: String,
@@ -110,6 +121,16 @@ impl WebhookArgs {
                 memory_limit: q("sidecar-memory-limit", &self.sidecar_memory_limit)?,
             },
             log_level: self.sidecar_log_level.clone(),
+            access_log: self.sidecar_access_log,
+            otlp_endpoint: match self.sidecar_otlp_endpoint.trim() {
+                "" => None,
+                url if is_otlp_endpoint(url) => Some(url.to_string()),
+                url => {
+                    return Err(format!(
+                        "--sidecar-otlp-endpoint {url:?}: expected http://HOST:PORT (an OTLP/HTTP collector)"
+                    ))
+                }
+            },
             native_sidecars,
             operator_namespace: Some(self.webhook_namespace.clone()),
             run_as_user,

@@ -21,12 +21,50 @@ pub struct InjectorSettings {
     pub resources: SidecarResources,
     /// The sidecar's `ATTACHE_LOG_LEVEL`.
     pub log_level: String,
+    /// The sidecar's `ATTACHE_ACCESS_LOG`.
+    pub access_log: AccessLog,
+    /// The sidecar's `ATTACHE_OTLP_ENDPOINT` (OTLP/HTTP collector); `None`: no traces.
+    pub otlp_endpoint: Option<String>,
     /// The cluster runs native sidecars (init containers with `restartPolicy: Always`,
     /// Kubernetes 1.29+); otherwise the sidecar is a regular container placed first.
     pub native_sidecars: bool,
     /// The operator's own namespace, never injected.
     pub operator_namespace: Option<String>,
     pub run_as_user: Option<i64>,
+}
+
+/// The sidecar's access log (`attache-sidecar run --access-log`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Json,
+}
+
+impl AccessLog {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLog::Off => "off",
+            AccessLog::Json => "json",
+        }
+    }
+
+    /// An annotation's value: `off` or `json`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(AccessLog::Off),
+            "json" => Some(AccessLog::Json),
+            _ => None,
+        }
+    }
+}
+
+/// An OTLP/HTTP collector URL as the sidecar takes it: `http://HOST[:PORT][/PATH]`.
+pub fn is_otlp_endpoint(s: &str) -> bool {
+    s.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        !host.is_empty() && !rest.contains(|c: char| c.is_whitespace() || c.is_control())
+    })
 }
 
 /// The sidecar's resources as Kubernetes quantities; `None` leaves the entry out.
@@ -47,6 +85,8 @@ impl Default for InjectorSettings {
             image_pull_policy: Some("IfNotPresent".into()),
             resources: SidecarResources::default(),
             log_level: "info".into(),
+            access_log: AccessLog::Off,
+            otlp_endpoint: None,
             native_sidecars: true,
             operator_namespace: None,
             run_as_user: Some(DEFAULT_RUN_AS_USER),

@@ -7,11 +7,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    quantity, settings::InjectorSettings, SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME,
-    ANNOTATION_NATIVE_SIDECAR, ANNOTATION_SIDECAR_CPU_LIMIT, ANNOTATION_SIDECAR_CPU_REQUEST,
-    ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL, ANNOTATION_SIDECAR_MEMORY_LIMIT,
-    ANNOTATION_SIDECAR_MEMORY_REQUEST, ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT,
-    PROXY_PORT, SIDECAR_CONTAINER,
+    quantity,
+    settings::{is_otlp_endpoint, AccessLog, InjectorSettings},
+    SidecarResources, ADMIN_PORT, ADMIN_PORT_NAME, ANNOTATION_ACCESS_LOG,
+    ANNOTATION_NATIVE_SIDECAR, ANNOTATION_OTLP_ENDPOINT, ANNOTATION_SIDECAR_CPU_LIMIT,
+    ANNOTATION_SIDECAR_CPU_REQUEST, ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL,
+    ANNOTATION_SIDECAR_MEMORY_LIMIT, ANNOTATION_SIDECAR_MEMORY_REQUEST,
+    ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT, PROXY_PORT, SIDECAR_CONTAINER,
 };
 use crate::contract::{generated_name, url_env_name};
 
@@ -45,6 +47,8 @@ pub(crate) struct SidecarSpec {
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub log_level: String,
+    pub access_log: AccessLog,
+    pub otlp_endpoint: Option<String>,
     pub resources: SidecarResources,
     pub run_as_user: Option<i64>,
     pub native: bool,
@@ -159,6 +163,25 @@ impl SidecarSpec {
                 settings.log_level.clone()
             }
         };
+        let access_log = match ann(ANNOTATION_ACCESS_LOG) {
+            None => settings.access_log,
+            Some(v) => AccessLog::parse(v).unwrap_or_else(|| {
+                errors.push(format!(
+                    "annotation {ANNOTATION_ACCESS_LOG}: {v:?} is not \"json\" or \"off\""
+                ));
+                settings.access_log
+            }),
+        };
+        let otlp_endpoint = match ann(ANNOTATION_OTLP_ENDPOINT) {
+            None => settings.otlp_endpoint.clone(),
+            Some(v) if is_otlp_endpoint(v) => Some(v.to_string()),
+            Some(v) => {
+                errors.push(format!(
+                    "annotation {ANNOTATION_OTLP_ENDPOINT}: {v:?} is not an http://HOST:PORT URL of an OTLP/HTTP collector"
+                ));
+                settings.otlp_endpoint.clone()
+            }
+        };
         let run_as_user = match ann(ANNOTATION_SIDECAR_RUN_AS_USER) {
             None => settings.run_as_user,
             Some("auto") => None,
@@ -221,6 +244,8 @@ impl SidecarSpec {
             image,
             image_pull_policy: settings.image_pull_policy.clone(),
             log_level,
+            access_log,
+            otlp_endpoint,
             resources: SidecarResources {
                 cpu_request,
                 cpu_limit,
@@ -275,7 +300,10 @@ impl SidecarSpec {
                 "--proxy-addr", format!("127.0.0.1:{PROXY_PORT}"),
                 "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
             ],
-            "env": [{"name": "ATTACHE_LOG_LEVEL", "value": self.log_level}],
+            "env": [
+                {"name": "ATTACHE_LOG_LEVEL", "value": self.log_level},
+                {"name": "ATTACHE_ACCESS_LOG", "value": self.access_log.as_str()},
+            ],
             "ports": [{"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"}],
             // Up to a minute to load the configs and bind the listeners.
             "startupProbe": probe(1, 60),
@@ -285,6 +313,12 @@ impl SidecarSpec {
             "volumeMounts": mounts,
             "terminationMessagePolicy": "FallbackToLogsOnError",
         });
+        if let Some(url) = &self.otlp_endpoint {
+            c["env"]
+                .as_array_mut()
+                .expect("env is a list")
+                .push(json!({"name": "ATTACHE_OTLP_ENDPOINT", "value": url}));
+        }
         if let Some(policy) = &self.image_pull_policy {
             c["imagePullPolicy"] = json!(policy);
         }
@@ -428,6 +462,49 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_follows_the_operator_unless_the_pod_says_otherwise() {
+        let env = |s: &SidecarSpec| s.container(&[])["env"][1].clone();
+        let off = resolve(&[]).unwrap();
+        assert_eq!(env(&off)["value"], "off");
+        assert_eq!(env(&off)["name"], "ATTACHE_ACCESS_LOG");
+        let on = resolve(&[(ANNOTATION_ACCESS_LOG, "json")]).unwrap();
+        assert_eq!(env(&on)["value"], "json");
+        let settings = InjectorSettings {
+            access_log: AccessLog::Json,
+            ..InjectorSettings::default()
+        };
+        let ann = [(ANNOTATION_ACCESS_LOG.to_string(), "off".to_string())].into();
+        let pod_off = SidecarSpec::resolve(&settings, &ann).unwrap();
+        assert_eq!(pod_off.access_log, AccessLog::Off);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_set_only_when_one_is_given() {
+        let env_names = |s: &SidecarSpec| -> Vec<String> {
+            s.container(&[])["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let none = resolve(&[]).unwrap();
+        assert!(!env_names(&none).contains(&"ATTACHE_OTLP_ENDPOINT".to_string()));
+        let set = resolve(&[(ANNOTATION_OTLP_ENDPOINT, "http://otel.monitoring:4318")]).unwrap();
+        assert_eq!(
+            set.container(&[])["env"][2]["value"],
+            "http://otel.monitoring:4318"
+        );
+        for bad in ["otel:4318", "https://otel:4318", "http://", "http://a b"] {
+            let errs = resolve(&[(ANNOTATION_OTLP_ENDPOINT, bad)]).unwrap_err();
+            assert!(
+                errs[0].contains(ANNOTATION_OTLP_ENDPOINT),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_unusable_annotation_is_named() {
         let errs = resolve(&[
             (ANNOTATION_SIDECAR_CPU_REQUEST, "lots"),
@@ -435,10 +512,12 @@ mod tests {
             (ANNOTATION_NATIVE_SIDECAR, "maybe"),
             (ANNOTATION_SIDECAR_LOG_LEVEL, "debug; rm -rf"),
             (ANNOTATION_SIDECAR_IMAGE, "two words"),
+            (ANNOTATION_ACCESS_LOG, "yes"),
         ])
         .unwrap_err();
-        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert_eq!(errs.len(), 6, "{errs:#?}");
         for key in [
+            ANNOTATION_ACCESS_LOG,
             ANNOTATION_SIDECAR_CPU_REQUEST,
             ANNOTATION_SIDECAR_RUN_AS_USER,
             ANNOTATION_NATIVE_SIDECAR,

@@ -101,6 +101,7 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         admin_addr: any(0),
         webhook_addr: any(0),
         limits: Default::default(),
+        telemetry: Default::default(),
     })
     .await
     .context("starting the sidecar")?;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -21,6 +21,7 @@ use crate::{
         retry::RetryReason,
         retry_after,
     },
+    telemetry::boundary,
     upstream::{AttemptError, AttemptOutcome},
 };
 
@@ -101,13 +102,15 @@ fn admit_endpoint(ig: &Integration, from: usize) -> Result<(Ticket<'_>, usize), 
     Err(first_refusal.expect("at least the primary endpoint"))
 }
 
-/// Sends one cleared attempt (a retry when `retry` says why), records it with the breaker and
-/// in the metrics, and applies the provider's backpressure.
+/// Sends one cleared attempt (a retry when `retry` says why, with `traceparent` when the
+/// integration propagates trace context), records it with the breaker and in the metrics, and
+/// applies the provider's backpressure.
 pub async fn send(
     ig: &Integration,
     cleared: Cleared<'_>,
     prepared: &Prepared,
     retry: Option<RetryReason>,
+    traceparent: Option<HeaderValue>,
 ) -> Attempted {
     if let Some(reason) = retry {
         ig.metrics.retry(reason);
@@ -115,7 +118,10 @@ pub async fn send(
     }
     let per_try = ig.per_try_timeout();
     let endpoint = cleared.endpoint;
-    let req = prepared.request_to(ig, endpoint, cleared.body);
+    let mut req = prepared.request_to(ig, endpoint, cleared.body);
+    if let Some(tp) = traceparent {
+        req.headers_mut().insert(boundary::TRACEPARENT, tp);
+    }
     let sent = tokio::time::timeout(per_try, ig.client.request(req));
     let result = match sent.await {
         Ok(result) => result,

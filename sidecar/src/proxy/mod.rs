@@ -27,7 +27,8 @@ use hyper::body::Incoming;
 use self::errors::SidecarError;
 use crate::{
     body::Body,
-    integration::{PathOrigin, Snapshot},
+    integration::{Integration, PathOrigin, Snapshot},
+    telemetry::{trail::Trail, Telemetry},
 };
 
 /// The live configuration; swapped whole on reload, read lock-free per request.
@@ -51,19 +52,37 @@ pub enum RouteError {
 }
 
 /// A request on integration `name`'s own listener.
-pub async fn serve_integration(live: &Live, name: &str, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve_integration(
+    live: &Live,
+    telemetry: &Telemetry,
+    name: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let trail = telemetry.begin(req.method(), req.uri().path(), req.headers());
     let integration = live.load().by_name(name).cloned();
     match integration {
-        Some(i) => request_path::serve(i, req, PathOrigin::Relative).await,
-        None => errors::respond(&RouteError::NotLoaded.into(), name),
+        Some(i) => request_path::serve(i, req, PathOrigin::Relative, telemetry, trail).await,
+        None => refuse(telemetry, trail, name, RouteError::NotLoaded),
     }
 }
 
 /// A request on the HTTP proxy listener: routed by the host it names.
-pub async fn serve_proxy(live: &Live, req: Request<Incoming>) -> Response<Body> {
-    let refuse = |e: RouteError| errors::respond(&SidecarError::from(e), "");
+pub async fn serve_proxy(
+    live: &Live,
+    telemetry: &Telemetry,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let trail = telemetry.begin(req.method(), req.uri().path(), req.headers());
+    match route(live, &req) {
+        Ok(i) => request_path::serve(i, req, PathOrigin::Absolute, telemetry, trail).await,
+        Err(e) => refuse(telemetry, trail, "", e),
+    }
+}
+
+/// The integration a proxy request names by its host.
+fn route(live: &Live, req: &Request<Incoming>) -> Result<Arc<Integration>, RouteError> {
     if req.method() == http::Method::CONNECT {
-        return refuse(RouteError::Connect);
+        return Err(RouteError::Connect);
     }
     let host = req
         .uri()
@@ -76,13 +95,21 @@ pub async fn serve_proxy(live: &Live, req: Request<Incoming>) -> Response<Body> 
                 .and_then(|h| h.parse::<http::uri::Authority>().ok())
                 .map(|a| a.host().to_string())
         })
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
-    let Some(host) = host else {
-        return refuse(RouteError::NoHost);
-    };
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .ok_or(RouteError::NoHost)?;
     let integration = live.load().by_host(&host).cloned();
-    match integration {
-        Some(i) => request_path::serve(i, req, PathOrigin::Absolute).await,
-        None => refuse(RouteError::UnknownHost(host)),
-    }
+    integration.ok_or(RouteError::UnknownHost(host))
+}
+
+/// The answer to a request no integration takes, reported like any other.
+fn refuse(
+    telemetry: &Telemetry,
+    trail: Option<Trail>,
+    integration: &str,
+    e: RouteError,
+) -> Response<Body> {
+    let e = SidecarError::from(e);
+    let resp = errors::respond(&e, integration);
+    telemetry.finish(trail, integration, resp.status(), Some(e.code.as_str()));
+    resp
 }

@@ -15,6 +15,7 @@ use crate::{
     credentials::ApplyError,
     integration::{Integration, PathOrigin},
     resilience::{bulkhead::Full, replay::RequestBody, retry},
+    telemetry::boundary,
 };
 
 /// Request bodies up to this size are read and dropped when the sidecar answers before
@@ -123,6 +124,10 @@ pub async fn request(
     );
 
     strip_hop_by_hop(&mut parts.headers);
+    boundary::strip(
+        &mut parts.headers,
+        ig.config.telemetry.propagate_trace_context,
+    );
     parts.uri = ig
         .upstream_uri(parts.uri.path_and_query(), origin)
         .map_err(PrepareError::Path)?;

@@ -34,15 +34,27 @@ use crate::{
     llm,
     metrics::ResponseCode,
     resilience::retry::{Next, Retrying},
+    telemetry::{
+        context,
+        trail::{AttemptEnd, Trail},
+        Telemetry,
+    },
 };
 
-/// Serves one request for `integration`, recording metrics; never fails.
+/// Serves one request for `integration`, recording metrics, and reporting it to `telemetry`
+/// when `trail` records it; never fails.
 pub async fn serve(
     integration: Arc<Integration>,
     req: Request<Incoming>,
     origin: PathOrigin,
+    telemetry: &Telemetry,
+    mut trail: Option<Trail>,
 ) -> Response<Body> {
     let started = Instant::now();
+    if trail.is_none() && integration.config.telemetry.propagate_trace_context {
+        // The attempt spans are the third party's parents even when nothing reports them.
+        trail = Some(Telemetry::trail(&req));
+    }
     // Counts until the response body is done (or the error is answered): like the bulkhead.
     let held = Held::new(&integration);
     // Only for the debug line about requests the sidecar answers: not copied otherwise.
@@ -51,17 +63,17 @@ pub async fn serve(
     let total = integration.request_timeout();
     let deadline = clock::after(started, total);
     let forwarded = cached::through_cache(&integration, req, origin, |req| {
-        forward(&integration, req, origin, deadline, held)
+        forward(&integration, req, origin, deadline, held, &mut trail)
     });
     let result = match tokio::time::timeout_at(deadline, forwarded).await {
         Ok(r) => r,
         Err(_) => Err(RequestTimeout(total).into()),
     };
     let metrics = &integration.metrics;
-    let resp = match result {
+    let (resp, code) = match result {
         Ok(resp) => {
             metrics.response(ResponseCode::Upstream(resp.status()));
-            resp
+            (resp, None)
         }
         Err(e) => {
             if let Some(request) = what {
@@ -71,10 +83,14 @@ pub async fn serve(
                 );
             }
             metrics.response(ResponseCode::Sidecar(e.code.as_str()));
-            errors::respond(&e, &integration.name)
+            (
+                errors::respond(&e, &integration.name),
+                Some(e.code.as_str()),
+            )
         }
     };
     metrics.duration.observe(started.elapsed().as_secs_f64());
+    telemetry.finish(trail, &integration.name, resp.status(), code);
     resp
 }
 
@@ -85,6 +101,7 @@ async fn forward(
     origin: PathOrigin,
     deadline: Instant,
     held: Held,
+    trail: &mut Option<Trail>,
 ) -> Result<Response<Body>, SidecarError> {
     let (parts, incoming) = req.into_parts();
     let (prepared, held) = match prepare::request(ig, parts, origin, held).await {
@@ -102,6 +119,7 @@ async fn forward(
     // primary, so traffic returns to it once its circuit lets attempts through again.
     let (mut endpoint, mut previous) = (0, 0);
     loop {
+        let at_gate = Instant::now();
         let cleared = match attempt::clear(ig, deadline, &mut body, endpoint).await {
             Ok(c) => c,
             Err(r) => return respond::refused(r, kept, retrying.attempts(), held),
@@ -111,7 +129,21 @@ async fn forward(
         }
         previous = cleared.endpoint;
         drop(kept.take()); // its connection goes back to the pool before the next attempt
-        let attempted = attempt::send(ig, cleared, &prepared, retrying.sending()).await;
+        let retry = retrying.sending();
+        let recording = trail
+            .as_ref()
+            .map(|_| Trail::attempt_starts(retry, at_gate.elapsed()));
+        let traceparent = match (&recording, trail.as_ref()) {
+            (Some(start), Some(t)) if ig.config.telemetry.propagate_trace_context => {
+                Some(context::traceparent(&t.trace, start.span_id))
+            }
+            _ => None,
+        };
+        let attempted = attempt::send(ig, cleared, &prepared, retry, traceparent).await;
+        if let (Some(t), Some(start)) = (trail.as_mut(), recording) {
+            let breaker = ig.policies.breaker.state();
+            t.attempt_ended(start, AttemptEnd::of(&attempted.result), breaker);
+        }
         let (outcome, retry_after) = (attempted.outcome, attempted.retry_after);
         let delay = match retrying.after(outcome, retry_after, body.replayable(), rand::rng) {
             Next::Retry { delay, reason } => {
