@@ -169,7 +169,7 @@ fn validate_reports_schema_errors_like_the_api_server() {
     assert_eq!(
         run.stderr.lines().collect::<Vec<_>>(),
         [
-            format!("{prefix}spec.rateLimit.request: unknown field (known fields: burst, maxQueueWait, onLimit, per, requests, scope)"),
+            format!("{prefix}spec.rateLimit.request: unknown field (known fields: burst, maxQueueWait, onLimit, per, quota, requests, scope)"),
             format!("{prefix}spec.rateLimit.requests: required field is missing"),
         ]
     );
