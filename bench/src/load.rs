@@ -56,6 +56,10 @@ pub struct LoadArgs {
     /// Extra request header, "name: value"; repeatable.
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
+    /// A header whose value is a fresh counter on every request (e.g. `X-GitHub-Delivery`,
+    /// so that the sidecar's webhook listener sees distinct deliveries, not replays).
+    #[arg(long, value_name = "NAME")]
+    pub sequence_header: Option<String>,
     /// CA bundle for https targets.
     #[arg(long)]
     pub cacert: Option<PathBuf>,
@@ -102,6 +106,7 @@ pub(crate) struct Target {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     path: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
+    sequence: Option<(HeaderName, std::sync::atomic::AtomicU64)>,
 }
 
 impl Target {
@@ -137,11 +142,16 @@ impl Target {
                 .with_context(|| format!("header {h:?} is not \"name: value\""))?;
             headers.push((name.trim().parse()?, HeaderValue::from_str(value.trim())?));
         }
+        let sequence = match &args.sequence_header {
+            Some(name) => Some((name.parse()?, std::sync::atomic::AtomicU64::new(0))),
+            None => None,
+        };
         Ok(Self {
             addr: format!("{host}:{port}"),
             tls,
             path,
             headers,
+            sequence,
         })
     }
 
@@ -172,6 +182,10 @@ impl Target {
         *req.uri_mut() = self.path.clone();
         for (name, value) in &self.headers {
             req.headers_mut().append(name.clone(), value.clone());
+        }
+        if let Some((name, counter)) = &self.sequence {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            req.headers_mut().insert(name.clone(), HeaderValue::from(n));
         }
         req
     }

@@ -29,10 +29,13 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Serve 1 KiB bodies over mTLS.
+    /// Serve 1 KiB bodies over mTLS (or plain HTTP with --plain).
     Upstream {
+        #[arg(long, required_unless_present = "plain")]
+        certs: Option<PathBuf>,
+        /// Plain HTTP, no TLS: the app behind the sidecar's webhook listener.
         #[arg(long)]
-        certs: PathBuf,
+        plain: bool,
         #[arg(long, default_value = "127.0.0.1:18443")]
         addr: SocketAddr,
         /// Worker threads of the upstream's runtime.
@@ -51,13 +54,19 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pki { out } => pki::write(&out),
         Cmd::Upstream {
             certs,
+            plain,
             addr,
             threads,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .enable_all()
-            .build()?
-            .block_on(upstream::upstream(certs, addr)),
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.max(1))
+                .enable_all()
+                .build()?;
+            match certs {
+                Some(certs) if !plain => rt.block_on(upstream::upstream(certs, addr)),
+                _ => rt.block_on(upstream::plain(addr)),
+            }
+        }
         Cmd::Load(args) => {
             let report = load::run(args)?;
             println!("{}", serde_json::to_string(&report)?);

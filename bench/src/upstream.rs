@@ -16,6 +16,27 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// Plain HTTP, the same 1 KiB answer: the app that the sidecar's webhook listener forwards to.
+pub async fn plain(addr: SocketAddr) -> anyhow::Result<()> {
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
 /// Serves until the process is killed.
 pub async fn upstream(certs: PathBuf, addr: SocketAddr) -> anyhow::Result<()> {
     let read = |n: &str| std::fs::read(certs.join(n)).with_context(|| format!("reading {n}"));

@@ -45,6 +45,7 @@ fn mutation(c: &mut Criterion) {
         namespace: "shop",
         namespace_labels: &labels,
         integrations: &integrations,
+        with_webhooks: &BTreeSet::new(),
     };
     let settings = InjectorSettings::default();
     assert!(matches!(mutate(&pod, &ctx, &settings), Decision::Patch(_)));

@@ -229,6 +229,7 @@ impl Sidecar {
             live.clone(),
             metrics.clone(),
             names,
+            webhook_addr.is_some(),
             stop_rx,
         )));
         ready.set(true);
@@ -320,6 +321,7 @@ async fn reload_loop(
     live: Live,
     metrics: Metrics,
     names: Vec<String>,
+    webhooks_bound: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let roots: Vec<PathBuf> = source.watched_roots();
@@ -361,6 +363,12 @@ async fn reload_loop(
         }
         match Snapshot::build(&loaded, &metrics, Some(&live.load())) {
             Ok(s) => {
+                if !webhooks_bound && s.integrations.iter().any(|i| i.webhook.is_some()) {
+                    tracing::warn!(
+                        "an integration gained webhooks, but the webhook listener is bound at \
+                         start only: restart the sidecar to serve them"
+                    );
+                }
                 live.store(Arc::new(s));
                 count(ReloadResult::Success);
                 tracing::info!(

@@ -135,6 +135,18 @@ fn stated_defaults_are_the_codes() {
         ),
         ("spec.rateLimit.per", q(d::RATE_LIMIT_PER.to_string())),
         (
+            "spec.webhooks.verify.tolerance",
+            q(d::WEBHOOK_TOLERANCE.to_string()),
+        ),
+        (
+            "spec.webhooks.replayWindow",
+            q(d::WEBHOOK_REPLAY_WINDOW.to_string()),
+        ),
+        (
+            "spec.webhooks.maxBodyBytes",
+            q(d::WEBHOOK_MAX_BODY_BYTES.to_string()),
+        ),
+        (
             "spec.rateLimit.maxQueueWait",
             q(d::MAX_QUEUE_WAIT.to_string()),
         ),

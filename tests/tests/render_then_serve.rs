@@ -27,6 +27,10 @@ fn write_example_secrets(dir: &Path, ca: &TestCa) {
         ("demo-ca/ca.crt", ca.cert_pem.clone()),
         ("demo-client-cert/tls.crt", client.cert_pem.clone()),
         ("demo-client-cert/tls.key", client.key_pem.clone()),
+        (
+            "demo-webhook/signing-secret",
+            "whsec_render_then_serve".into(),
+        ),
     ];
     for (rel, content) in files {
         attache_tests::write_file(dir, rel, content);
@@ -84,7 +88,8 @@ async fn every_example_renders_and_the_sidecar_serves_it() {
     let sidecar = Sidecar::start(
         vec!["--config-dir".into(), out.clone().into_os_string()],
         names.len(),
-        &[],
+        // The demo example has webhooks: their listener on a free port, not :15100.
+        &["--webhook-addr", "127.0.0.1:0"],
     )
     .await;
     // One listener line per integration, in name order from --first-port.
@@ -104,6 +109,7 @@ async fn every_example_renders_and_the_sidecar_serves_it() {
         "sk_test_render_then_serve",
         "twilio-token",
         "bank-client-secret",
+        "whsec_render_then_serve",
     ] {
         assert!(!sidecar.output().contains(secret));
     }

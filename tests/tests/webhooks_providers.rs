@@ -422,3 +422,36 @@ async fn a_reload_keeps_the_replay_cache() {
         .await;
     assert_sidecar_error_for(&replay, 409, "webhook_replay", "github");
 }
+
+/// What the operator renders (ConfigMap + Secret, `webhook-secrets` with both lines) is
+/// served the same way by `attache-sidecar run --config-dir`.
+#[tokio::test]
+async fn rendered_config_dirs_serve_webhooks_too() {
+    use attache_tests::sidecar::{render_volume, ConfigDir, SecretFiles};
+    let app = Upstream::builder()
+        .default_action(Action::respond(202, "queued"))
+        .start()
+        .await;
+    let doc = integration(
+        "github",
+        &format!("{}/hooks", app.url()),
+        json!({"provider": "github", "secretKeyRef": {"name": "gh", "key": "secret"}}),
+        json!({"path": "/gh"}),
+    );
+    let files = render_volume(&doc, &SecretFiles::new().with("gh", "secret", "old\nnew\n"));
+    assert_eq!(files["webhook-secrets"], b"old\nnew\n");
+    let config: Value = serde_json::from_slice(&files["config.json"]).unwrap();
+    assert_eq!(config["webhooks"]["path"], "/gh");
+    assert_eq!(config["webhooks"]["maxBodyBytes"], 1 << 20);
+    assert!(!String::from_utf8_lossy(&files["config.json"]).contains("new"));
+    let mut dir = ConfigDir::new();
+    dir.publish("github", &files);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _sidecar = dir.start(1, &["--webhook-addr", &addr]).await;
+    let body = "{}";
+    let headers = [("x-hub-signature-256", github_header("new", body.as_bytes()))];
+    let resp = post(&format!("http://{addr}/gh"), &headers, body).await;
+    assert_eq!((resp.status, resp.text()), (202, "queued".to_string()));
+    assert_eq!(app.requests()[0].path_and_query, "/hooks");
+}

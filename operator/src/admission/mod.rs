@@ -86,6 +86,10 @@ pub const PROXY_PORT: u16 = attache_api::config::ports::PROXY;
 pub const ADMIN_PORT: u16 = attache_api::config::ports::ADMIN;
 /// The admin port's name, for Prometheus and for probes.
 pub const ADMIN_PORT_NAME: &str = "attache-admin";
+/// The webhook listener (inbound webhooks), declared when an integration has `webhooks`.
+pub const WEBHOOK_PORT: u16 = attache_api::config::ports::WEBHOOKS;
+/// Its port name, for a Service's `targetPort`.
+pub const WEBHOOK_PORT_NAME: &str = "attache-webhooks";
 /// Integration listeners stop below the proxy port.
 pub const MAX_INTEGRATIONS: usize = (PROXY_PORT - FIRST_PORT) as usize;
 

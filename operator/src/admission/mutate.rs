@@ -54,6 +54,8 @@ pub struct PodContext<'a> {
     pub namespace: &'a str,
     pub namespace_labels: &'a BTreeMap<String, String>,
     pub integrations: &'a BTreeSet<String>,
+    /// Those of `integrations` that have `spec.webhooks`.
+    pub with_webhooks: &'a BTreeSet<String>,
 }
 
 /// What to do with a pod.
@@ -172,6 +174,7 @@ pub fn mutate(pod: &Pod, ctx: &PodContext<'_>, settings: &InjectorSettings) -> D
     }
 
     let planned = Planned::plan(&names);
+    let webhooks = names.iter().any(|n| ctx.with_webhooks.contains(n));
     let sidecar = match SidecarSpec::resolve(settings, annotations) {
         Ok(s) => s,
         Err(errors) => return Decision::Deny(errors.join("; ")),
@@ -182,7 +185,7 @@ pub fn mutate(pod: &Pod, ctx: &PodContext<'_>, settings: &InjectorSettings) -> D
     }
 
     Decision::Patch(Injection {
-        patch: build_patch(pod, spec, annotations, &planned, &sidecar),
+        patch: build_patch(pod, spec, annotations, &planned, &sidecar, webhooks),
         integrations: names,
         native_sidecar: sidecar.native,
     })
@@ -324,6 +327,7 @@ fn build_patch(
     annotations: &BTreeMap<String, String>,
     planned: &[Planned],
     sidecar: &SidecarSpec,
+    webhooks: bool,
 ) -> Patch {
     let mut b = PatchBuilder::default();
     let mut env: Vec<(String, String)> = planned
@@ -376,7 +380,7 @@ fn build_patch(
     // The sidecar goes first either way: as the first init container it starts before the
     // other init containers (which get the env vars too); as the first regular container it
     // is started first.
-    let container = sidecar.container(planned);
+    let container = sidecar.container(planned, webhooks);
     if sidecar.native {
         b.prepend(
             &tokens(&["spec", "initContainers"]),

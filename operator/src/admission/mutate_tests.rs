@@ -33,6 +33,7 @@ fn decide(pod: &Pod, ns: &str, labels: &[(&str, &str)], integrations: &[&str]) -
             namespace: ns,
             namespace_labels: &labels,
             integrations: &integrations,
+            with_webhooks: &BTreeSet::new(),
         },
         &settings,
     )
@@ -229,4 +230,30 @@ fn bad_override_annotations_are_denied_by_name() {
         msg.starts_with("annotation attache.dev/sidecar-memory-limit: "),
         "{msg}"
     );
+}
+
+#[test]
+fn the_webhook_port_is_declared_only_when_an_integration_has_webhooks() {
+    let annotated = pod(json!({"attache.dev/inject": "true"}));
+    let integrations = names(&["github", "stripe"]);
+    let settings = InjectorSettings::default();
+    let patch_text = |with: &[&str]| {
+        let with_webhooks = names(with);
+        let ctx = PodContext {
+            namespace: "shop",
+            namespace_labels: &BTreeMap::new(),
+            integrations: &integrations,
+            with_webhooks: &with_webhooks,
+        };
+        match mutate(&annotated, &ctx, &settings) {
+            Decision::Patch(i) => serde_json::to_string(&i.patch).unwrap(),
+            other => panic!("not injected: {other:?}"),
+        }
+    };
+    let with = patch_text(&["stripe"]);
+    assert!(
+        with.contains(r#"{"containerPort":15100,"name":"attache-webhooks","protocol":"TCP"}"#),
+        "{with}"
+    );
+    assert!(!patch_text(&[]).contains("attache-webhooks"));
 }

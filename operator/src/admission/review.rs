@@ -55,10 +55,12 @@ pub fn review(body: &[u8], view: &dyn ClusterView, settings: &InjectorSettings) 
         .unwrap_or("default");
     let labels = view.namespace_labels(namespace);
     let integrations = view.integrations(namespace);
+    let with_webhooks = view.integrations_with_webhooks(namespace);
     let ctx = PodContext {
         namespace,
         namespace_labels: &labels,
         integrations: &integrations,
+        with_webhooks: &with_webhooks,
     };
     let pod_name = pod_display_name(pod);
     match mutate(pod, &ctx, settings) {

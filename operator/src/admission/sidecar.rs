@@ -14,6 +14,7 @@ use super::{
     ANNOTATION_SIDECAR_CPU_REQUEST, ANNOTATION_SIDECAR_IMAGE, ANNOTATION_SIDECAR_LOG_LEVEL,
     ANNOTATION_SIDECAR_MEMORY_LIMIT, ANNOTATION_SIDECAR_MEMORY_REQUEST,
     ANNOTATION_SIDECAR_RUN_AS_USER, CONFIG_ROOT, FIRST_PORT, PROXY_PORT, SIDECAR_CONTAINER,
+    WEBHOOK_PORT, WEBHOOK_PORT_NAME,
 };
 use crate::contract::{generated_name, url_env_name};
 
@@ -259,7 +260,9 @@ impl SidecarSpec {
 
     /// The `attache-sidecar` container. As a native sidecar it is an init container with
     /// `restartPolicy: Always`, and its startup probe holds back the app until it is ready.
-    pub(crate) fn container(&self, integrations: &[Planned]) -> Value {
+    /// The sidecar container; `webhooks` when one of the pod's integrations has `webhooks`
+    /// (the webhook listener's port is then declared, for a Service to target by name).
+    pub(crate) fn container(&self, integrations: &[Planned], webhooks: bool) -> Value {
         let probe = |period: u32, failures: u32| {
             json!({
                 "httpGet": {"path": "/readyz", "port": ADMIN_PORT},
@@ -318,6 +321,15 @@ impl SidecarSpec {
                 .as_array_mut()
                 .expect("env is a list")
                 .push(json!({"name": "ATTACHE_OTLP_ENDPOINT", "value": url}));
+        }
+        if webhooks {
+            if let Some(ports) = c["ports"].as_array_mut() {
+                ports.push(json!({
+                    "name": WEBHOOK_PORT_NAME,
+                    "containerPort": WEBHOOK_PORT,
+                    "protocol": "TCP",
+                }));
+            }
         }
         if let Some(policy) = &self.image_pull_policy {
             c["imagePullPolicy"] = json!(policy);
@@ -534,7 +546,7 @@ mod tests {
     #[test]
     fn run_as_user_auto_leaves_the_uid_to_the_platform() {
         let s = resolve(&[(ANNOTATION_SIDECAR_RUN_AS_USER, "auto")]).unwrap();
-        let c = s.container(&[]);
+        let c = s.container(&[], false);
         assert!(c["securityContext"].get("runAsUser").is_none());
         assert_eq!(c["securityContext"]["runAsNonRoot"], true);
     }

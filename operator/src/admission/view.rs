@@ -34,6 +34,12 @@ pub trait ClusterView: Send + Sync {
     fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String>;
     /// The names of the namespace's ExternalIntegrations.
     fn integrations(&self, namespace: &str) -> BTreeSet<String>;
+    /// The names of the namespace's ExternalIntegrations that have `spec.webhooks` (their
+    /// pods expose the container port `attache-webhooks`).
+    fn integrations_with_webhooks(&self, namespace: &str) -> BTreeSet<String> {
+        let _ = namespace;
+        BTreeSet::new()
+    }
 }
 
 /// Fixed data.
@@ -191,6 +197,16 @@ impl ClusterView for KubeView {
     fn integrations(&self, namespace: &str) -> BTreeSet<String> {
         self.integrations
             .state_filter(|i| i.namespace().as_deref() == Some(namespace))
+            .iter()
+            .map(|i| i.name_any())
+            .collect()
+    }
+
+    fn integrations_with_webhooks(&self, namespace: &str) -> BTreeSet<String> {
+        self.integrations
+            .state_filter(|i| {
+                i.namespace().as_deref() == Some(namespace) && i.spec.webhooks.is_some()
+            })
             .iter()
             .map(|i| i.name_any())
             .collect()

@@ -143,6 +143,7 @@ pub fn execute(args: &InjectArgs, io: Streams<'_>) -> io::Result<Status> {
         .filter(|c| c.resource.kind.as_deref() == Some(validate::KIND))
         .filter_map(|c| {
             Some(KnownIntegration {
+                webhooks: c.outcome.as_ref().is_ok_and(|x| x.spec.webhooks.is_some()),
                 namespace: c.resource.namespace.clone(),
                 name: c.resource.name.clone()?,
             })

@@ -27,6 +27,8 @@ use crate::{
 pub struct KnownIntegration {
     pub namespace: Option<String>,
     pub name: String,
+    /// It has `spec.webhooks` (the pod gets the container port `attache-webhooks`).
+    pub webhooks: bool,
 }
 
 /// The documents, mutated, and one line per pod or template about what happened.
@@ -81,6 +83,10 @@ pub fn known_integrations(docs: &[Document]) -> Vec<KnownIntegration> {
         .filter_map(|d| {
             let meta = d.value.get("metadata")?;
             Some(KnownIntegration {
+                webhooks: d
+                    .value
+                    .pointer("/spec/webhooks")
+                    .is_some_and(|w| !w.is_null()),
                 name: meta.get("name")?.as_str()?.to_string(),
                 namespace: meta
                     .get("namespace")
@@ -133,6 +139,11 @@ fn inject_object(
         })
         .map(|i| i.name.clone())
         .collect();
+    let with_webhooks: BTreeSet<String> = integrations
+        .iter()
+        .filter(|i| i.webhooks && ns_integrations.contains(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
     let ns_name = namespace
         .clone()
         .or_else(|| single_namespace(integrations))
@@ -167,6 +178,7 @@ fn inject_object(
         namespace: &ns_name,
         namespace_labels: &labels,
         integrations: &ns_integrations,
+        with_webhooks: &with_webhooks,
     };
     match mutate(&pod, &ctx, settings) {
         Decision::Patch(injection) => {

@@ -12,6 +12,7 @@ fn known(ns: Option<&str>, name: &str) -> KnownIntegration {
     KnownIntegration {
         namespace: ns.map(String::from),
         name: name.into(),
+        webhooks: false,
     }
 }
 
@@ -141,4 +142,51 @@ fn a_namespace_without_integrations_is_an_error() {
         "{}",
         errs[0]
     );
+}
+
+#[test]
+fn an_integration_with_webhooks_gives_the_sidecar_its_webhook_port() {
+    let mut with_webhooks = known(Some("shop"), "stripe");
+    with_webhooks.webhooks = true;
+    let out = inject(
+        &inputs(CRONJOB),
+        &[with_webhooks],
+        &InjectorSettings::default(),
+    )
+    .unwrap();
+    let sidecar =
+        &out.documents[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0];
+    let ports = sidecar["ports"].as_array().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "attache-webhooks" && p["containerPort"] == 15100),
+        "{ports:?}"
+    );
+    let plain = inject(
+        &inputs(CRONJOB),
+        &[known(Some("shop"), "stripe")],
+        &InjectorSettings::default(),
+    )
+    .unwrap();
+    let text = plain.documents[0].to_string();
+    assert!(!text.contains("attache-webhooks"), "{text}");
+}
+
+#[test]
+fn known_integrations_notice_webhooks() {
+    let docs = inputs(
+        r#"
+apiVersion: attache.dev/v1alpha1
+kind: ExternalIntegration
+metadata: {name: stripe, namespace: shop}
+spec:
+  upstream: {url: "https://api.stripe.com"}
+  webhooks:
+    forwardTo: http://127.0.0.1:8080/events
+    verify: {provider: stripe, secretKeyRef: {name: s, key: k}}
+"#,
+    );
+    let known = known_integrations(&docs.documents);
+    assert!(known[0].webhooks, "{known:?}");
 }

@@ -6,6 +6,7 @@
 
 pub mod pki;
 mod upstream;
+mod webhooks;
 
 use std::{
     collections::BTreeMap,
@@ -74,18 +75,22 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
         ("demo-ca/ca.crt", pki.ca_pem.as_str()),
         ("demo-client-cert/tls.crt", pki.client_cert_pem.as_str()),
         ("demo-client-cert/tls.key", pki.client_key_pem.as_str()),
+        ("demo-webhook/signing-secret", webhooks::SIGNING_SECRET),
     ] {
         let p = secrets.join(rel);
         std::fs::create_dir_all(p.parent().expect("has parent"))?;
         std::fs::write(&p, content)?;
     }
+    let app = webhooks::start_app().await?;
     let manifest = dir.join("demo.yaml");
     std::fs::write(
         &manifest,
-        DEMO_MANIFEST.replace(
-            "localhost:8443",
-            &format!("localhost:{}", third_party.addr.port()),
-        ),
+        DEMO_MANIFEST
+            .replace(
+                "localhost:8443",
+                &format!("localhost:{}", third_party.addr.port()),
+            )
+            .replace("127.0.0.1:8080", &app.addr.to_string()),
     )?;
 
     let any = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -176,6 +181,19 @@ async fn run_in(dir: &std::path::Path, args: DemoArgs) -> anyhow::Result<()> {
     println!("\nIn short:");
     for line in story.lines() {
         println!("  {line}");
+    }
+    if let Some(addr) = sidecar.webhook_addr {
+        println!(
+            "\n3. The third party calls back: Stripe-style signed webhooks to the sidecar's webhook \
+             listener\n   (http://{addr}/webhooks/demo-payments), verified before the app sees them:"
+        );
+        for line in webhooks::callbacks(addr, "/webhooks/demo-payments").await {
+            println!("  {line}");
+        }
+        println!(
+            "  the app received {} verified webhook (x-attache-webhook-verified: stripe)",
+            app.verified.load(Ordering::Relaxed)
+        );
     }
     println!("\nWhat the sidecar did (from its /metrics):");
     for line in metric_summary(&sidecar) {
@@ -463,6 +481,7 @@ fn metric_summary(sidecar: &Sidecar) -> Vec<String> {
                 "attache_circuit_state",
                 "attache_rate_limited_total",
                 "attache_upstream_throttled_total",
+                "attache_webhooks_total",
             ]
             .iter()
             .any(|p| l.starts_with(p))
