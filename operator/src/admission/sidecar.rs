@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn the_access_log_follows_the_operator_unless_the_pod_says_otherwise() {
-        let env = |s: &SidecarSpec| s.container(&[])["env"][1].clone();
+        let env = |s: &SidecarSpec| s.container(&[], false)["env"][1].clone();
         let off = resolve(&[]).unwrap();
         assert_eq!(env(&off)["value"], "off");
         assert_eq!(env(&off)["name"], "ATTACHE_ACCESS_LOG");
@@ -493,7 +493,7 @@ mod tests {
     #[test]
     fn the_otlp_endpoint_is_set_only_when_one_is_given() {
         let env_names = |s: &SidecarSpec| -> Vec<String> {
-            s.container(&[])["env"]
+            s.container(&[], false)["env"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -504,7 +504,7 @@ mod tests {
         assert!(!env_names(&none).contains(&"ATTACHE_OTLP_ENDPOINT".to_string()));
         let set = resolve(&[(ANNOTATION_OTLP_ENDPOINT, "http://otel.monitoring:4318")]).unwrap();
         assert_eq!(
-            set.container(&[])["env"][2]["value"],
+            set.container(&[], false)["env"][2]["value"],
             "http://otel.monitoring:4318"
         );
         for bad in ["otel:4318", "https://otel:4318", "http://", "http://a b"] {
