@@ -245,3 +245,27 @@ async fn memory_stays_bounded_over_10000_distinct_urls() {
     let evicted = rig.get("/item/0-0").await;
     assert_eq!(evicted.header("x-attache-cache"), Some("miss"));
 }
+
+#[tokio::test]
+async fn answers_over_http1_with_a_content_length_are_stored_too() {
+    // Over HTTP/1.1 the sidecar's server stops polling a body once its declared length was
+    // written: the cache must notice the end there (this bit the first version).
+    let ca = attache_tests::TestCa::new("cache h1 ca");
+    let up = attache_tests::Upstream::builder()
+        .tls(ca.localhost_cert())
+        .http1_only()
+        .default_action(
+            Action::respond(200, "h1 answer").with_header("cache-control", "max-age=60"),
+        )
+        .start()
+        .await;
+    let url = up.url();
+    let rig = Rig::start_at(ca, Some(up), &url, cached(json!({}))).await;
+    assert_eq!(rig.get("/h1").await.header("x-attache-cache"), Some("miss"));
+    let again = rig.get("/h1").await;
+    assert_eq!(
+        (again.text().as_str(), again.header("x-attache-cache")),
+        ("h1 answer", Some("hit"))
+    );
+    assert_eq!(rig.up().requests_for("/h1").len(), 1);
+}

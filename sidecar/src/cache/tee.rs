@@ -30,14 +30,19 @@ pub struct Tee {
     inner: Body,
     copy: BytesMut,
     pending: Option<Pending>,
+    /// The declared length: over HTTP/1.1 hyper stops polling once that many bytes were
+    /// written, so reaching it is the end.
+    expected: Option<u64>,
 }
 
 impl Tee {
     pub fn new(inner: Body, pending: Pending) -> Self {
+        let expected = inner.size_hint().exact();
         Self {
             inner,
             copy: BytesMut::new(),
             pending: Some(pending),
+            expected,
         }
     }
 }
@@ -92,7 +97,7 @@ impl HttpBody for Tee {
         }
         // hyper stops polling once a body says it ended, so the end may come with the last
         // data frame rather than as `None`.
-        if this.inner.is_end_stream() {
+        if this.inner.is_end_stream() || this.expected == Some(this.copy.len() as u64) {
             this.store();
         }
         Poll::Ready(frame)

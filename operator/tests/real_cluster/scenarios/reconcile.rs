@@ -104,7 +104,7 @@ pub async fn wait_ready(
 }
 
 /// The Secrets and ConfigMaps an integration's spec refers to, filled with working values: keys,
-/// basic credentials, a CA bundle and a matching client certificate.
+/// basic credentials, a webhook signing secret, a CA bundle and a matching client certificate.
 pub fn referenced_objects(namespace: &str, spec: &Value, ca: &TestCa) -> Vec<Value> {
     let mut out = Vec::new();
     let secret = |name: &str, data: Vec<(&str, String)>, type_: &str| {
@@ -132,6 +132,12 @@ pub fn referenced_objects(namespace: &str, spec: &Value, ca: &TestCa) -> Vec<Val
     if let Some(r) = auth["oauth2ClientCredentials"]["clientSecretRef"].as_object() {
         let (n, k) = (r["name"].as_str().unwrap(), r["key"].as_str().unwrap());
         out.push(secret(n, vec![(k, "client-secret".into())], "Opaque"));
+    }
+    if let Some(r) = spec["webhooks"]["verify"]["secretKeyRef"].as_object() {
+        let (n, k) = (r["name"].as_str().unwrap(), r["key"].as_str().unwrap());
+        // Standard Webhooks secrets are `whsec_` + base64; the others take any text.
+        let signing = "whsec_c2lnbmluZy1zZWNyZXQtZm9yLWUyZQ==".to_string();
+        out.push(secret(n, vec![(k, signing)], "Opaque"));
     }
     let tls = &spec["tls"];
     if let Some(r) = tls["caBundleRef"].as_object() {
@@ -253,6 +259,12 @@ fn expected_files(spec: &Value, objects: &[Value]) -> BTreeMap<String, String> {
     if let Some(r) = auth["oauth2ClientCredentials"]["clientSecretRef"].as_object() {
         let v = get("Secret", &str_of(&r["name"]), &str_of(&r["key"]));
         out.insert("oauth2-client-secret".into(), v.trim().to_string());
+    }
+    if let Some(r) = spec["webhooks"]["verify"]["secretKeyRef"].as_object() {
+        // One secret per line, as the sidecar reads them.
+        let v = get("Secret", &str_of(&r["name"]), &str_of(&r["key"]));
+        let lines: Vec<&str> = v.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        out.insert("webhook-secrets".into(), lines.join("\n") + "\n");
     }
     let tls = &spec["tls"];
     if let Some(r) = tls["caBundleRef"].as_object() {
