@@ -53,6 +53,20 @@ pub enum BuildError {
     },
 }
 
+/// The Redis token bucket of an LLM budget with `scope: global` (None otherwise).
+fn global_tokens(
+    loaded: &LoadedIntegration,
+) -> Option<Result<crate::resilience::global::tokens::RedisTokens, RedisSetupError>> {
+    let per_minute = loaded.config.llm.as_ref()?.tokens_per_minute?;
+    let global = loaded.config.rate_limit.as_ref()?.global.as_ref()?;
+    let redis = global.redis.as_ref()?;
+    Some(
+        backend::connect(redis, |f| loaded.files.get(f).cloned()).map(|conn| {
+            crate::resilience::global::tokens::RedisTokens::new(conn, &global.key, per_minute)
+        }),
+    )
+}
+
 /// The Redis bucket of a `scope: global` limit (None for other scopes).
 fn global_limiter(
     loaded: &LoadedIntegration,
@@ -188,6 +202,15 @@ impl Integration {
                 let policies = match global_limiter(loaded, metrics) {
                     Some(limiter) => {
                         policies.with_global(limiter.map_err(|source| BuildError::Redis {
+                            name: name.clone(),
+                            source,
+                        })?)
+                    }
+                    None => policies,
+                };
+                let policies = match global_tokens(loaded) {
+                    Some(remote) => {
+                        policies.with_global_tokens(remote.map_err(|source| BuildError::Redis {
                             name: name.clone(),
                             source,
                         })?)

@@ -107,6 +107,12 @@ impl Policies {
         Some(soonest)
     }
 
+    /// Makes the LLM token budget the integration's one in Redis (`scope: global`).
+    pub fn with_global_tokens(mut self, remote: global::tokens::RedisTokens) -> Self {
+        self.tokens = self.tokens.map(|t| t.with_redis(remote));
+        self
+    }
+
     /// Makes the rate gate a `scope: global` one (see [`global`]).
     pub fn with_global(mut self, limiter: global::GlobalLimiter) -> Self {
         self.gate = self.gate.with_global(limiter);

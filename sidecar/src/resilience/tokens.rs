@@ -6,6 +6,10 @@
 //!
 //! Over budget, a request waits in line (FIFO, up to `maxQueueWait` and never past its own
 //! deadline) or is refused at once, as `rateLimit.onLimit` says.
+//!
+//! With `rateLimit.scope: global` and Redis, the bucket is the integration's one in Redis
+//! (`global::tokens`), shared by every pod; while Redis does not answer, this pod's share
+//! (the local bucket) decides, as the request limit's fallback does.
 
 use std::{
     sync::{Arc, Mutex},
@@ -15,6 +19,7 @@ use std::{
 use attache_api::{config::LlmConfig, spec::OnLimit};
 use tokio::time::Instant;
 
+use super::global::tokens::RedisTokens;
 use crate::clock;
 
 /// Why a request was not admitted, and when enough tokens will be there.
@@ -35,6 +40,8 @@ pub struct TokenBudget {
     max_wait: Duration,
     /// FIFO: tokio's mutex queues waiters in arrival order.
     queue: tokio::sync::Mutex<()>,
+    /// The integration's bucket in Redis (`scope: global`), tried first.
+    remote: Option<RedisTokens>,
 }
 
 struct Level {
@@ -56,7 +63,16 @@ impl TokenBudget {
             on_limit: cfg.on_limit,
             max_wait: cfg.max_queue_wait.as_duration(),
             queue: tokio::sync::Mutex::new(()),
+            remote: None,
         }))
+    }
+
+    /// This budget, deciding in Redis first (`scope: global`).
+    pub fn with_redis(mut self: Arc<Self>, remote: RedisTokens) -> Arc<Self> {
+        if let Some(b) = Arc::get_mut(&mut self) {
+            b.remote = Some(remote);
+        }
+        self
     }
 
     /// Admits a request estimated to use `estimate` tokens (at most the whole bucket, so a
@@ -71,8 +87,24 @@ impl TokenBudget {
             budget: budget.clone(),
             charged: want,
             settled: false,
+            remote: false,
         };
         let started = Instant::now();
+        if let Some(remote) = &self.remote {
+            match self
+                .admit_remote(remote, estimate, started, request_deadline)
+                .await
+            {
+                Ok(()) => {
+                    let mut c = charge(self);
+                    (c.remote, c.charged) = (true, remote.capped(estimate));
+                    return Ok(c);
+                }
+                Err(Some(over)) => return Err(over),
+                // Redis is away: this pod's share decides.
+                Err(None) => {}
+            }
+        }
         let wait = match self.try_take(want, started) {
             None => return Ok(charge(self)),
             Some(wait) => wait,
@@ -106,6 +138,39 @@ impl TokenBudget {
                 }
                 Some(wait) => tokio::time::sleep(wait).await,
             }
+        }
+    }
+
+    /// Takes the estimate from the Redis bucket (capped at the whole integration's minute),
+    /// waiting as `onLimit` says; `Err(None)` when Redis does not answer.
+    async fn admit_remote(
+        &self,
+        remote: &RedisTokens,
+        estimate: u64,
+        started: Instant,
+        request_deadline: Instant,
+    ) -> Result<(), Option<OverBudget>> {
+        let deadline = clock::after(started, self.max_wait).min(
+            request_deadline
+                .checked_sub(Duration::from_millis(5))
+                .unwrap_or(started),
+        );
+        let mut queued = false;
+        loop {
+            let wait = match remote.take(remote.capped(estimate)).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => wait.max(Duration::from_millis(1)),
+                Err(()) => return Err(None),
+            };
+            let now = Instant::now();
+            if self.on_limit == OnLimit::Reject || wait > deadline.saturating_duration_since(now) {
+                return Err(Some(OverBudget {
+                    retry_after: wait,
+                    queued,
+                }));
+            }
+            queued = true;
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -148,13 +213,24 @@ pub struct Charge {
     budget: Arc<TokenBudget>,
     charged: f64,
     settled: bool,
+    /// Taken from the Redis bucket: corrections go there.
+    remote: bool,
+}
+
+impl Charge {
+    fn correct(&self, delta: f64) {
+        match (&self.budget.remote, self.remote) {
+            (Some(r), true) => r.adjust(delta),
+            _ => self.budget.adjust(delta),
+        }
+    }
 }
 
 impl Charge {
     /// Corrects the budget by the request's real usage.
     pub fn settle(mut self, used: u64) {
         self.settled = true;
-        self.budget.adjust(self.charged - used as f64);
+        self.correct(self.charged - used as f64);
     }
 
     /// Keeps the estimate as the charge (usage unknown, but the provider did the work).
@@ -166,7 +242,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         if !self.settled {
-            self.budget.adjust(self.charged);
+            self.correct(self.charged);
         }
     }
 }

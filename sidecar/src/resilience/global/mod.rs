@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod lease;
 pub mod script;
+pub mod tokens;
 
 use std::{
     sync::{
