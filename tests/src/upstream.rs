@@ -275,6 +275,7 @@ impl UpstreamBuilder {
             observed: Mutex::new(Vec::new()),
             connections: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
+            resumed_handshakes: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(accept_loop(
@@ -320,6 +321,8 @@ struct State {
     observed: Mutex<Vec<Observed>>,
     connections: AtomicU64,
     handshake_failures: AtomicU64,
+    /// TLS handshakes that resumed an earlier session (no certificate exchange).
+    resumed_handshakes: AtomicU64,
 }
 
 impl State {
@@ -412,6 +415,11 @@ impl Upstream {
     /// Number of TLS handshakes that failed, e.g. a client without a certificate under mTLS.
     pub fn handshake_failures(&self) -> u64 {
         self.inner.state.handshake_failures.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that resumed a session the client kept (the upstream's view).
+    pub fn resumed_handshakes(&self) -> u64 {
+        self.inner.state.resumed_handshakes.load(Ordering::SeqCst)
     }
 
     /// Forgets recorded requests and pending scripts (the default action stays).
@@ -554,6 +562,9 @@ async fn serve_connection(
                     return;
                 }
             };
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                state.resumed_handshakes.fetch_add(1, Ordering::SeqCst);
+            }
             ctx.client_cert_cn = tls
                 .get_ref()
                 .1

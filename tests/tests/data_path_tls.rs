@@ -357,3 +357,48 @@ async fn a_client_certificate_the_upstream_does_not_trust_is_upstream_tls() {
         assert_eq!(up.count(), 0);
     }
 }
+
+/// A new upstream connection (here: after the upstream closed the last one, as an idle one is
+/// after 55 s) resumes the TLS session the sidecar kept, seen from the upstream's side: no
+/// certificate exchange, a cheaper first call. The latencies are printed, not asserted.
+#[tokio::test]
+async fn a_reconnect_resumes_the_tls_session() {
+    let ca = TestCa::new("resumption ca");
+    // HTTP/1.1: `Connection: close` ends the connection after each answer.
+    let up = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .http1_only()
+        .default_action(Action::respond(200, "ok").with_header("connection", "close"))
+        .start()
+        .await;
+    let mut setup = LocalSetup::trusting(&ca);
+    setup.manifest(&[xint(
+        "api",
+        json!({"upstream": {"url": up.url()}, "tls": {"caBundleRef": ca_bundle_ref()}}),
+    )]);
+    let sidecar = setup.start().await;
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let started = Instant::now();
+        let resp = attache_tests::get(&sidecar.url(0)).await.unwrap();
+        took.push(started.elapsed());
+        assert_eq!(resp.status, 200);
+        // Let the closed connection leave the pool before the next request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "measurement: first call on a new connection: full handshake {:?}, resumed {:?}",
+        took[0],
+        &took[1..]
+    );
+    assert_eq!(
+        up.connection_count(),
+        4,
+        "every request needed a new connection"
+    );
+    assert_eq!(
+        up.resumed_handshakes(),
+        3,
+        "every reconnect after the first resumed the session"
+    );
+}

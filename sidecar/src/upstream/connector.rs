@@ -60,6 +60,9 @@ pub struct Connector {
 }
 
 struct Inner {
+    /// One config for every connection (with the recording resolver in it): rustls resumes a
+    /// TLS session only with the config, verifier and client-certificate resolver that made
+    /// it, so a copy per connection would make every reconnect a full handshake.
     tls: Arc<ClientConfig>,
     connect_timeout: Duration,
     /// `(upstream host, SNI name)`: the override applies only to the upstream's own host, not
@@ -75,9 +78,13 @@ impl Connector {
         sni_override: Option<(String, ServerName<'static>)>,
         allow_plain_http: bool,
     ) -> Self {
+        let mut cfg = (*tls).clone();
+        cfg.client_auth_cert_resolver = Arc::new(RecordingResolver {
+            inner: tls.client_auth_cert_resolver.clone(),
+        });
         Self {
             inner: Arc::new(Inner {
-                tls,
+                tls: Arc::new(cfg),
                 connect_timeout,
                 sni_override,
                 allow_plain_http,
@@ -122,20 +129,16 @@ impl Inner {
                 _ => ServerName::try_from(host.clone())
                     .map_err(|_| ConnectError::InvalidUri(uri.to_string()))?,
             };
-            // A per-connection copy of the config (cheap: its parts are shared) whose resolver
-            // records what this handshake asked for; see TlsFailure.
+            // What this handshake asks for is recorded through a task-local (see
+            // RecordingResolver): the config stays shared, so sessions resume.
             let failure = TlsFailure::default();
-            let mut cfg = (*self.tls).clone();
-            cfg.client_auth_cert_resolver = Arc::new(RecordingResolver {
-                inner: self.tls.client_auth_cert_resolver.clone(),
-                failure: failure.clone(),
-            });
             let tcp = Counted {
                 inner: tcp,
                 failure: failure.clone(),
             };
-            let tls = TlsConnector::from(Arc::new(cfg))
-                .connect(server_name, tcp)
+            let connect = TlsConnector::from(self.tls.clone()).connect(server_name, tcp);
+            let tls = HANDSHAKE
+                .scope(failure.clone(), connect)
                 .await
                 .map_err(|source| ConnectError::Tls {
                     authority: authority.clone(),
@@ -267,12 +270,16 @@ impl TlsFailure {
     }
 }
 
-/// Wraps the integration's client-certificate resolver to note, per connection, that the
-/// server asked for a certificate and whether we had one to give.
+tokio::task_local! {
+    /// The [`TlsFailure`] of the handshake being polled in this task.
+    static HANDSHAKE: TlsFailure;
+}
+
+/// The integration's client-certificate resolver, noting in the current handshake's
+/// [`TlsFailure`] that the server asked for a certificate and whether one was offered.
 #[derive(Debug)]
 struct RecordingResolver {
     inner: Arc<dyn ResolvesClientCert>,
-    failure: TlsFailure,
 }
 
 impl ResolvesClientCert for RecordingResolver {
@@ -282,9 +289,10 @@ impl ResolvesClientCert for RecordingResolver {
         sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let chosen = self.inner.resolve(root_hint_subjects, sigschemes);
-        let s = &self.failure.0;
-        s.cert_offered.store(chosen.is_some(), Ordering::Release);
-        s.cert_requested.store(true, Ordering::Release);
+        let _ = HANDSHAKE.try_with(|f| {
+            f.0.cert_offered.store(chosen.is_some(), Ordering::Release);
+            f.0.cert_requested.store(true, Ordering::Release);
+        });
         chosen
     }
 
