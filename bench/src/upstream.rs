@@ -74,9 +74,15 @@ pub async fn upstream(certs: PathBuf, addr: SocketAddr) -> anyhow::Result<()> {
                     if let Some(streamed) = crate::stream::respond(req.uri()) {
                         return Ok::<_, Infallible>(streamed);
                     }
-                    Ok(Response::new(
-                        Full::new(body).map_err(|e| match e {}).boxed(),
-                    ))
+                    let mut resp = Response::new(Full::new(body).map_err(|e| match e {}).boxed());
+                    // `/cacheable...`: the same 1 KiB, which a cache may keep for an hour.
+                    if req.uri().path().starts_with("/cacheable") {
+                        resp.headers_mut().insert(
+                            http::header::CACHE_CONTROL,
+                            http::HeaderValue::from_static("max-age=3600"),
+                        );
+                    }
+                    Ok(resp)
                 }
             });
             let _ = http1::Builder::new()
