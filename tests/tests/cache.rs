@@ -228,11 +228,12 @@ async fn memory_stays_bounded_over_10000_distinct_urls() {
     );
     let misses = rig.metric("attache_cache_total", &[("result", "miss")]);
     assert_eq!(misses.await, 20_400.0);
-    // The 20,000 answers are ~20 MiB; the cache keeps 1 MiB of them (its bookkeeping counted
-    // into the bound), so memory levels off: the allocator keeps some freed pages around,
-    // but the second 10,000 URLs add almost nothing.
+    // The 20,000 answers are ~20 MiB; the cache keeps 1 MiB of them (everything an entry
+    // holds counted into the bound, see sidecar/tests/cache_memory.rs), so memory levels off
+    // one MiB above the control (plus the allocator's slack), and the second 10,000 URLs add
+    // almost nothing.
     assert!(
-        cached < control + 8 * 1024,
+        cached < control + 2 * 1024,
         "RSS grew by {cached} KiB with the cache, {control} KiB without"
     );
     assert!(

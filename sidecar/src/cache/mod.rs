@@ -9,6 +9,7 @@
 //! `staleIfError` lets an expired answer stand in when the upstream fails or the circuit is
 //! open.
 
+pub mod size;
 pub mod store;
 pub mod tee;
 
@@ -32,8 +33,8 @@ pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-attache-cache");
 /// out everything else.
 const MAX_ENTRY_SHARE: u64 = 8;
 
-/// Bytes counted for each entry besides its body and headers.
-const ENTRY_OVERHEAD: usize = 2048;
+/// A `Cache-Control` parsed into the policy (a small hash map of boxed strings), per side.
+const CACHE_CONTROL_BYTES: usize = 256;
 
 /// The `result` label of `attache_cache_total` and the value of [`CACHE_HEADER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,19 +107,66 @@ pub struct Entry {
     body: Bytes,
     /// When it stops being fresh (then it may only be revalidated, or served on error).
     fresh_until: SystemTime,
+    /// The heap it holds, counted when stored (see [`size`]).
+    bytes: u64,
 }
 
 impl Weighed for Entry {
     fn size(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
-            .sum();
-        // The response headers are kept twice (here and in the policy, with the request's);
-        // the rest is the policy, the key and the map's own bookkeeping.
-        (self.body.len() + 2 * headers + ENTRY_OVERHEAD) as u64
+        self.bytes
     }
+}
+
+/// An answer that may be stored, with copies of its headers that own their bytes.
+pub struct Storable {
+    policy: CachePolicy,
+    headers: HeaderMap,
+    /// What the policy holds: its copies of the request's and the response's headers, the
+    /// URL, the parsed `Cache-Control`s.
+    policy_bytes: usize,
+}
+
+impl Storable {
+    fn new(req: &CacheRequest, status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Self {
+        let owned_req = CacheRequest {
+            method: req.method.clone(),
+            uri: req.uri.clone(),
+            headers: size::owned_headers(&req.headers),
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.headers_mut() = size::owned_headers(headers);
+        let policy = CachePolicy::new_options(&owned_req, &resp, now, private_cache());
+        Self::from_policy(policy, &owned_req, resp.into_parts().0.headers)
+    }
+
+    fn from_policy(policy: CachePolicy, owned_req: &CacheRequest, headers: HeaderMap) -> Self {
+        let uri = owned_req
+            .uri
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        let policy_bytes = size::header_map_bytes(&owned_req.headers)
+            + size::header_map_bytes(&headers)
+            + uri
+            + size::ALLOCATION_OVERHEAD
+            + 2 * CACHE_CONTROL_BYTES;
+        Self {
+            policy,
+            headers,
+            policy_bytes,
+        }
+    }
+}
+
+/// The LRU's own bookkeeping per entry: the key twice (the map's and the use order's), a hash
+/// slot (tables run between half and seven eighths full) and a B-tree slot, the `Arc`.
+fn bookkeeping_bytes(key: &str) -> usize {
+    2 * (key.len() + size::ALLOCATION_OVERHEAD)
+        + 2 * std::mem::size_of::<(String, (u64, Arc<Entry>))>()
+        + 2 * std::mem::size_of::<(u64, String)>()
+        + std::mem::size_of::<Entry>()
+        + 2 * std::mem::size_of::<usize>()
+        + size::ALLOCATION_OVERHEAD
 }
 
 /// What to do with a request.
@@ -197,7 +245,7 @@ impl HttpCache {
         req: &CacheRequest,
         resp: &Response<Body>,
         now: SystemTime,
-    ) -> Option<CachePolicy> {
+    ) -> Option<Storable> {
         if req.method != Method::GET && req.method != Method::HEAD {
             return None;
         }
@@ -211,26 +259,41 @@ impl HttpCache {
         let policy = CachePolicy::new_options(req, resp, now, private_cache());
         // Worth keeping when fresh for a while, or when it can be revalidated cheaply.
         let useful = policy.time_to_live(now) > Duration::ZERO || has_validator(resp.headers());
-        (policy.is_storable() && useful).then_some(policy)
+        (policy.is_storable() && useful)
+            .then(|| Storable::new(req, resp.status(), resp.headers(), now))
     }
 
-    /// Keeps an answer whose whole body arrived.
+    /// Keeps an answer whose whole body arrived (`body` as [`size::owned_body`] makes it).
     pub fn store(
         &self,
         req_key: String,
-        policy: CachePolicy,
+        storable: Storable,
         status: StatusCode,
-        headers: HeaderMap,
         body: Bytes,
         now: SystemTime,
     ) {
+        let Storable {
+            policy,
+            headers,
+            policy_bytes,
+        } = storable;
         let fresh_until = now + policy.time_to_live(now);
+        let body_bytes = if body.is_empty() {
+            0
+        } else {
+            body.len() + size::ALLOCATION_OVERHEAD
+        };
+        let bytes = bookkeeping_bytes(&req_key)
+            + body_bytes
+            + size::header_map_bytes(&headers)
+            + policy_bytes;
         let entry = Entry {
             policy,
             status,
             headers,
             body,
             fresh_until,
+            bytes: bytes as u64,
         };
         self.lock().insert(req_key, entry);
     }
@@ -244,7 +307,16 @@ impl HttpCache {
         not_modified: &Response<Body>,
         now: SystemTime,
     ) -> Option<Response<Body>> {
-        match stored.policy.after_response(req, not_modified, now) {
+        // The policy keeps what it is given: copies that own their bytes (see `size`).
+        let owned_req = CacheRequest {
+            method: req.method.clone(),
+            uri: req.uri.clone(),
+            headers: size::owned_headers(&req.headers),
+        };
+        let mut owned_304 = Response::new(());
+        *owned_304.status_mut() = not_modified.status();
+        *owned_304.headers_mut() = size::owned_headers(not_modified.headers());
+        match stored.policy.after_response(&owned_req, &owned_304, now) {
             AfterResponse::NotModified(policy, parts) => {
                 let resp = answer(
                     stored.status,
@@ -253,14 +325,8 @@ impl HttpCache {
                     &req.method,
                     CacheResult::Hit,
                 );
-                self.store(
-                    req.key(),
-                    policy,
-                    stored.status,
-                    parts.headers,
-                    stored.body.clone(),
-                    now,
-                );
+                let storable = Storable::from_policy(policy, &owned_req, parts.headers);
+                self.store(req.key(), storable, stored.status, stored.body.clone(), now);
                 Some(resp)
             }
             AfterResponse::Modified(..) => None,
@@ -374,12 +440,11 @@ mod tests {
         let req = request("/a");
         let now = SystemTime::now();
         let resp = response("max-age=60");
-        let policy = cache.storable(&req, &resp, now).expect("storable");
+        let storable = cache.storable(&req, &resp, now).expect("storable");
         cache.store(
             HttpCache::key_of(&req),
-            policy,
+            storable,
             StatusCode::OK,
-            resp.headers().clone(),
             Bytes::from_static(b"hello"),
             now,
         );

@@ -9,26 +9,24 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_cache_semantics::CachePolicy;
 
-use super::HttpCache;
+use super::{size, HttpCache, Storable};
 use crate::body::{Body, BoxError};
 
 /// What is stored when the body ends.
 pub struct Pending {
     pub cache: Arc<HttpCache>,
     pub key: String,
-    pub policy: CachePolicy,
+    pub storable: Storable,
     pub status: StatusCode,
-    pub headers: HeaderMap,
 }
 
 pub struct Tee {
     inner: Body,
-    copy: BytesMut,
+    copy: Vec<u8>,
     pending: Option<Pending>,
     /// The declared length: over HTTP/1.1 hyper stops polling once that many bytes were
     /// written, so reaching it is the end.
@@ -38,9 +36,11 @@ pub struct Tee {
 impl Tee {
     pub fn new(inner: Body, pending: Pending) -> Self {
         let expected = inner.size_hint().exact();
+        // Room for the declared length at once (it was checked against the entry bound).
+        let room = expected.map_or(0, |n| n.min(pending.cache.max_entry()) as usize);
         Self {
             inner,
-            copy: BytesMut::new(),
+            copy: Vec::with_capacity(room),
             pending: Some(pending),
             expected,
         }
@@ -51,15 +51,9 @@ impl Tee {
     /// The whole body arrived: store it (once).
     fn store(&mut self) {
         if let Some(p) = self.pending.take() {
-            let body = std::mem::take(&mut self.copy).freeze();
-            p.cache.store(
-                p.key,
-                p.policy,
-                p.status,
-                p.headers,
-                body,
-                SystemTime::now(),
-            );
+            let body = size::owned_body(std::mem::take(&mut self.copy));
+            p.cache
+                .store(p.key, p.storable, p.status, body, SystemTime::now());
         }
     }
 }
@@ -82,7 +76,7 @@ impl HttpBody for Tee {
                 if let (Some(p), Some(data)) = (&this.pending, f.data_ref()) {
                     if (this.copy.len() + data.len()) as u64 > p.cache.max_entry() {
                         this.pending = None;
-                        this.copy = BytesMut::new();
+                        this.copy = Vec::new();
                     } else {
                         this.copy.extend_from_slice(data);
                     }

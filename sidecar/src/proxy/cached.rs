@@ -97,16 +97,15 @@ fn keep_when_done(
     resp: Response<Body>,
     now: SystemTime,
 ) -> Response<Body> {
-    let Some(policy) = cache.storable(creq, &resp, now) else {
+    let Some(storable) = cache.storable(creq, &resp, now) else {
         return resp;
     };
     let (parts, inner) = resp.into_parts();
     let pending = tee::Pending {
         cache: cache.clone(),
         key: HttpCache::key_of(creq),
-        policy,
+        storable,
         status: parts.status,
-        headers: parts.headers.clone(),
     };
     Response::from_parts(parts, body::boxed(tee::Tee::new(inner, pending)))
 }
