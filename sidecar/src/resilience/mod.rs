@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod global;
+pub mod queue_wait;
 pub mod ratelimit;
 pub mod replay;
 pub mod retry;

@@ -27,7 +27,10 @@ use governor::{
 };
 use tokio::time::Instant;
 
-use super::global::{GlobalLimiter, Verdict};
+use super::{
+    global::{GlobalLimiter, Verdict},
+    queue_wait,
+};
 use crate::{clock, metrics::LabelValue};
 
 type Gcra =
@@ -228,13 +231,7 @@ impl RateGate {
         started: Instant,
         request_deadline: Instant,
     ) -> Result<Admitted, Limited> {
-        // A hair before the request's own deadline, so the answer is `rate_limited` (with
-        // Retry-After) rather than the request timeout firing at the same instant.
-        let deadline = clock::after(started, self.max_wait).min(
-            request_deadline
-                .checked_sub(Duration::from_millis(5))
-                .unwrap_or(started),
-        );
+        let deadline = queue_wait::give_up_at(started, self.max_wait, request_deadline);
         self.queued.fetch_add(1, Ordering::AcqRel);
         let _dequeue = Dequeue(&self.queued);
         let timed_out = |cause, retry_after| Limited {

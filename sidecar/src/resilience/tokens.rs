@@ -19,8 +19,7 @@ use std::{
 use attache_api::{config::LlmConfig, spec::OnLimit};
 use tokio::time::Instant;
 
-use super::global::tokens::RedisTokens;
-use crate::clock;
+use super::{global::tokens::RedisTokens, queue_wait};
 
 /// Why a request was not admitted, and when enough tokens will be there.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,13 +114,7 @@ impl TokenBudget {
                 queued: false,
             });
         }
-        // As the rate gate does: a hair before the request's deadline, so the answer is
-        // `token_limited` with Retry-After rather than the request timeout.
-        let deadline = clock::after(started, self.max_wait).min(
-            request_deadline
-                .checked_sub(Duration::from_millis(5))
-                .unwrap_or(started),
-        );
+        let deadline = queue_wait::give_up_at(started, self.max_wait, request_deadline);
         let timed_out = |retry_after| OverBudget {
             retry_after,
             queued: true,
@@ -150,11 +143,7 @@ impl TokenBudget {
         started: Instant,
         request_deadline: Instant,
     ) -> Result<(), Option<OverBudget>> {
-        let deadline = clock::after(started, self.max_wait).min(
-            request_deadline
-                .checked_sub(Duration::from_millis(5))
-                .unwrap_or(started),
-        );
+        let deadline = queue_wait::give_up_at(started, self.max_wait, request_deadline);
         let mut queued = false;
         loop {
             let wait = match remote.take(remote.capped(estimate)).await {
