@@ -14,7 +14,7 @@ use http::StatusCode;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{size, HttpCache, Storable};
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, EndWatch};
 
 /// What is stored when the body ends.
 pub struct Pending {
@@ -28,21 +28,20 @@ pub struct Tee {
     inner: Body,
     copy: Vec<u8>,
     pending: Option<Pending>,
-    /// The declared length: over HTTP/1.1 hyper stops polling once that many bytes were
-    /// written, so reaching it is the end.
-    expected: Option<u64>,
+    end: EndWatch,
 }
 
 impl Tee {
     pub fn new(inner: Body, pending: Pending) -> Self {
         let expected = inner.size_hint().exact();
+        let end = EndWatch::new(&inner);
         // Room for the declared length at once (it was checked against the entry bound).
         let room = expected.map_or(0, |n| n.min(pending.cache.max_entry()) as usize);
         Self {
             inner,
             copy: Vec::with_capacity(room),
             pending: Some(pending),
-            expected,
+            end,
         }
     }
 }
@@ -87,11 +86,9 @@ impl HttpBody for Tee {
                 }
             }
             Some(Err(_)) => this.pending = None,
-            None => this.store(),
+            None => {}
         }
-        // hyper stops polling once a body says it ended, so the end may come with the last
-        // data frame rather than as `None`.
-        if this.inner.is_end_stream() || this.expected == Some(this.copy.len() as u64) {
+        if this.end.ended_after(&frame, this.inner.is_end_stream()) {
             this.store();
         }
         Poll::Ready(frame)

@@ -24,7 +24,7 @@ use super::{
     headers::strip_hop_by_hop,
 };
 use crate::{
-    body::{self, Body, BoxError},
+    body::{self, Body, BoxError, EndWatch},
     clock,
     integration::Integration,
     llm::meter::Meter,
@@ -109,6 +109,7 @@ fn finish(
     Response::from_parts(
         parts,
         body::boxed(WithHeld {
+            end: EndWatch::new(&incoming),
             inner: incoming,
             last_progress: Instant::now(),
             idle,
@@ -174,6 +175,7 @@ impl Drop for InflightGuard {
 /// longer than `timeouts.idle` (a stalled stream must not hold its bulkhead slot forever).
 struct WithHeld {
     inner: Incoming,
+    end: EndWatch,
     last_progress: Instant,
     idle: Duration,
     /// Created the first time the body has to wait.
@@ -219,14 +221,13 @@ impl HttpBody for WithHeld {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.last_progress = Instant::now();
-                match &frame {
-                    Some(Ok(f)) => {
-                        if let (Some(m), Some(data)) = (&mut this.meter, f.data_ref()) {
-                            m.feed(data);
-                        }
+                if let (Some(m), Some(Ok(f))) = (&mut this.meter, &frame) {
+                    if let Some(data) = f.data_ref() {
+                        m.feed(data);
                     }
-                    None => this.finish_meter(),
-                    Some(Err(_)) => {}
+                }
+                if this.end.ended_after(&frame, this.inner.is_end_stream()) {
+                    this.finish_meter();
                 }
                 Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
             }
