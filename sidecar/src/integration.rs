@@ -53,40 +53,50 @@ pub enum BuildError {
     },
 }
 
+/// The one Redis connection of a `scope: global` integration (its rate limit and its LLM
+/// token budget share it); None without Redis.
+fn global_redis(
+    loaded: &LoadedIntegration,
+) -> Result<Option<redis::aio::ConnectionManager>, RedisSetupError> {
+    let Some(redis) = loaded
+        .config
+        .rate_limit
+        .as_ref()
+        .and_then(|rl| rl.global.as_ref()?.redis.as_ref())
+    else {
+        return Ok(None);
+    };
+    backend::connect(redis, |f| loaded.files.get(f).cloned()).map(Some)
+}
+
 /// The Redis token bucket of an LLM budget with `scope: global` (None otherwise).
 fn global_tokens(
     loaded: &LoadedIntegration,
-) -> Option<Result<crate::resilience::global::tokens::RedisTokens, RedisSetupError>> {
+    conn: Option<&redis::aio::ConnectionManager>,
+) -> Option<crate::resilience::global::tokens::RedisTokens> {
     let per_minute = loaded.config.llm.as_ref()?.tokens_per_minute?;
     let global = loaded.config.rate_limit.as_ref()?.global.as_ref()?;
-    let redis = global.redis.as_ref()?;
-    Some(
-        backend::connect(redis, |f| loaded.files.get(f).cloned()).map(|conn| {
-            crate::resilience::global::tokens::RedisTokens::new(conn, &global.key, per_minute)
-        }),
-    )
+    Some(crate::resilience::global::tokens::RedisTokens::new(
+        conn?.clone(),
+        &global.key,
+        per_minute,
+    ))
 }
 
 /// The Redis bucket of a `scope: global` limit (None for other scopes).
 fn global_limiter(
     loaded: &LoadedIntegration,
     metrics: &Metrics,
-) -> Option<Result<GlobalLimiter, RedisSetupError>> {
+    conn: Option<&redis::aio::ConnectionManager>,
+) -> Option<GlobalLimiter> {
     let rl = loaded.config.rate_limit.as_ref()?;
-    let global = rl.global.as_ref()?;
+    rl.global.as_ref()?;
     let label = Metrics::label(&loaded.config.name);
     let gauges = GlobalGauges {
         backend: metrics.rate_limit_backend.get_or_create(&label).clone(),
         quota_remaining: metrics.quota_remaining.get_or_create(&label).clone(),
     };
-    let conn = match &global.redis {
-        Some(redis) => match backend::connect(redis, |f| loaded.files.get(f).cloned()) {
-            Ok(conn) => Some(conn),
-            Err(e) => return Some(Err(e)),
-        },
-        None => None,
-    };
-    Some(Ok(GlobalLimiter::new(rl, conn, gauges)))
+    Some(GlobalLimiter::new(rl, conn.cloned(), gauges))
 }
 
 /// How the app named a request's path, which decides whether the base path is added.
@@ -198,25 +208,17 @@ impl Integration {
         let policies = match previous {
             Some(p) if p.policies.built_from(&config) => p.policies.clone(),
             _ => {
-                let policies = Policies::new(&config, series.circuit.clone());
-                let policies = match global_limiter(loaded, metrics) {
-                    Some(limiter) => {
-                        policies.with_global(limiter.map_err(|source| BuildError::Redis {
-                            name: name.clone(),
-                            source,
-                        })?)
-                    }
-                    None => policies,
-                };
-                let policies = match global_tokens(loaded) {
-                    Some(remote) => {
-                        policies.with_global_tokens(remote.map_err(|source| BuildError::Redis {
-                            name: name.clone(),
-                            source,
-                        })?)
-                    }
-                    None => policies,
-                };
+                let redis = global_redis(loaded).map_err(|source| BuildError::Redis {
+                    name: name.clone(),
+                    source,
+                })?;
+                let mut policies = Policies::new(&config, series.circuit.clone());
+                if let Some(limiter) = global_limiter(loaded, metrics, redis.as_ref()) {
+                    policies = policies.with_global(limiter);
+                }
+                if let Some(remote) = global_tokens(loaded, redis.as_ref()) {
+                    policies = policies.with_global_tokens(remote);
+                }
                 Arc::new(policies)
             }
         };
