@@ -77,7 +77,9 @@ pub async fn serve<H, F>(
         let act = activity.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_use = act.begin(req.version() == Version::HTTP_2);
-            let resp = h(req);
+            // On the heap: the request path's future is several KiB, and hyper moves the
+            // future it is given (into its dispatcher, between states) by value.
+            let resp = Box::pin(h(req));
             async move { Ok::<_, Infallible>(resp.await.map(|b| Tracked::new(b, in_use))) }
         });
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
