@@ -7,7 +7,8 @@ For each count N: one manifest file with N integrations (run.py's integration, n
 bench-001...; all in front of the same mTLS `attache-bench upstream`, each with its own
 listener port), one release sidecar started on it (CPU 1, one worker thread, as in run.py),
 and:
-  - exec to ready: from spawning the sidecar to the first 200 from /readyz (1 ms polls);
+  - exec to ready: from spawning the sidecar to the first 200 from /readyz (1 ms polls), the
+    median of --starts + 1 starts;
   - idle RSS: VmRSS one second after ready, before any request;
   - RSS after one call through each integration (each then holds one TLS connection);
   - reload: --reloads times, the manifest file is replaced (written beside it, then renamed
@@ -25,6 +26,7 @@ Results: stdout and bench/out/integrations.md.
 
 import argparse
 import os
+import random
 import re
 import subprocess
 import time
@@ -69,21 +71,32 @@ def reload_lines(log):
     return [l for l in log.read_text(errors="replace").splitlines() if "config reloaded" in l]
 
 
-def measure(sidecar, cfg_dir, count, reloads):
+def start(sidecar, manifest, cfg_dir, err):
+    return subprocess.Popen(b.pinned(1, [str(sidecar), "run", "--manifest", str(manifest), "--secrets-dir",
+                                         str(cfg_dir / "secrets"), "--first-port", str(FIRST_PORT),
+                                         "--proxy-addr", "127.0.0.1:18380", "--admin-addr", ADMIN,
+                                         "--worker-threads", "1", "--log-level", "info"]),
+                            stdout=subprocess.DEVNULL, stderr=err)
+
+
+def measure(sidecar, cfg_dir, count, reloads, starts):
     d = b.OUT / "integrations" / str(count)
     d.mkdir(parents=True, exist_ok=True)
     manifest = d / "integrations.yaml"
     template = (cfg_dir / "bench.yaml").read_text()
     write_atomically(manifest, manifest_text(template, count, 1000000))
     log = b.OUT / f"integrations-{count}.log"
+    ready = []
+    for _ in range(starts):
+        proc = start(sidecar, manifest, cfg_dir, subprocess.DEVNULL)
+        try:
+            ready.append(b.wait_ready(f"http://{ADMIN}/readyz", proc))
+        finally:
+            b.stop(proc)
     with open(log, "w") as err:
-        proc = subprocess.Popen(b.pinned(1, [str(sidecar), "run", "--manifest", str(manifest), "--secrets-dir",
-                                             str(cfg_dir / "secrets"), "--first-port", str(FIRST_PORT),
-                                             "--proxy-addr", "127.0.0.1:18380", "--admin-addr", ADMIN,
-                                             "--worker-threads", "1", "--log-level", "info"]),
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = start(sidecar, manifest, cfg_dir, err)
     try:
-        ready_s = b.wait_ready(f"http://{ADMIN}/readyz", proc)
+        ready.append(b.wait_ready(f"http://{ADMIN}/readyz", proc))
         time.sleep(1.0)
         idle = b.proc_status(proc.pid, "VmRSS")
         for i in range(count):
@@ -93,11 +106,12 @@ def measure(sidecar, cfg_dir, count, reloads):
                 r.read()
         after_calls = b.proc_status(proc.pid, "VmRSS")
         before = reload_counts(ADMIN)
-        walls = []
+        walls, rng = [], random.Random(count)
         for k in range(reloads):
             seen = len(reload_lines(log))
-            # Away from the sidecar's last poll, so that writes do not pile up in one poll.
-            time.sleep(0.6)
+            # Past the sidecar's next poll (so that writes never pile up in one), at a random
+            # point of its 500 ms cycle, as a real change would be.
+            time.sleep(0.6 + rng.random() * 0.5)
             write_atomically(manifest, manifest_text(template, count, 1000000 + k + 1))
             t0 = time.monotonic()
             while len(reload_lines(log)) == seen:
@@ -113,7 +127,7 @@ def measure(sidecar, cfg_dir, count, reloads):
                   for m in [re.search(r"elapsed_ms=(\d+)", l)] if m]
     finally:
         b.stop(proc)
-    return dict(ready_ms=ready_s * 1000, idle=idle / 1024, after_calls=after_calls / 1024,
+    return dict(ready_ms=b.med(ready) * 1000, idle=idle / 1024, after_calls=after_calls / 1024,
                 wall=walls, build=builds)
 
 
@@ -121,6 +135,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="1,10,50", help="integration counts (the injector allows up to 79)")
     ap.add_argument("--reloads", type=int, default=5)
+    ap.add_argument("--starts", type=int, default=4, help="extra starts for the exec-to-ready median")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin-dir", type=Path, default=None,
                     help="where the release attache-sidecar and attache-bench are (default: CARGO_TARGET_DIR/release)")
@@ -140,7 +155,7 @@ def main():
     try:
         time.sleep(0.3)
         for n in counts:
-            rows[n] = measure(sidecar, cfg_dir, n, args.reloads)
+            rows[n] = measure(sidecar, cfg_dir, n, args.reloads, args.starts)
             r = rows[n]
             b.log(f"{n} integrations: ready {r['ready_ms']:.0f} ms, idle RSS {r['idle']:.1f} MiB, after calls "
                   f"{r['after_calls']:.1f} MiB, reload write-to-serving {b.med(r['wall']):.0f} ms, "
@@ -148,8 +163,8 @@ def main():
     finally:
         b.stop(upstream)
     load1 = os.getloadavg()[0]
-    lines = [f"One release sidecar (CPU 1, 1 worker thread) per row; {args.reloads} reloads each, medians "
-             f"(min-max); load average {load1:.2f}.", "",
+    lines = [f"One release sidecar (CPU 1, 1 worker thread) per row; exec to ready: median of {args.starts + 1} "
+             f"starts; {args.reloads} reloads each, medians (min-max); load average {load1:.2f}.", "",
              "| integrations | exec to ready (ms) | idle RSS (MiB) | RSS after one call each (MiB) | "
              "reload: write to serving (ms) | reload: load + build (ms, sidecar's log) |",
              "|---|---|---|---|---|---|"]
