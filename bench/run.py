@@ -632,6 +632,11 @@ def main():
             cg["nginx"] = callgrind(bench, "nginx", nginx_cmd(nginx, nginx_prefix, nginx_cfg),
                                     f"http://127.0.0.1:{NGINX_PORT}/nginx-health", targets["nginx"].url,
                                     args.callgrind_requests)
+            cg["attache-plain"] = callgrind(bench, "attache-plain",
+                [str(sidecar), "run", "--manifest", str(cfg_dir / "plain/bench.yaml"), "--secrets-dir",
+                 str(cfg_dir / "secrets"), "--first-port", str(ATTACHE_PLAIN_PORT), "--proxy-addr", "127.0.0.1:18081",
+                 "--admin-addr", ATTACHE_PLAIN_ADMIN, "--worker-threads", "1", "--log-level", "warn"],
+                f"http://{ATTACHE_PLAIN_ADMIN}/readyz", targets["attache-plain"].url, args.callgrind_requests)
             cg["hop"] = callgrind(bench, "hop", [str(bench), "hop", "--listen", f"127.0.0.1:{HOP_PORT}",
                                                  "--upstream", PLAIN_UPSTREAM_ADDR],
                                   targets["hop"].url, targets["hop"].url, args.callgrind_requests)
