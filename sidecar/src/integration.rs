@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use attache_api::{
-    config::{files, Scheme},
+    config::{files, Scheme, TlsConfig, UpstreamConfig},
     SidecarConfig,
 };
 use http::{uri::PathAndQuery, HeaderName, HeaderValue, Uri};
@@ -99,6 +99,79 @@ fn global_limiter(
     Some(GlobalLimiter::new(rl, conn.cloned(), gauges))
 }
 
+/// What an integration's upstream client is made of. A reload that changes none of it (a
+/// rotated API key, a new rate limit) keeps the client: its pooled connections and its TLS
+/// session cache, so the next call neither reconnects nor pays a full handshake.
+#[derive(PartialEq)]
+struct ClientInputs {
+    upstream: UpstreamConfig,
+    tls: TlsConfig,
+    connect_timeout: Duration,
+    /// SHA-256 over the CA bundle, client chain and key files (not the bytes themselves: the
+    /// key stays only where TLS needs it).
+    material: [u8; 32],
+}
+
+impl ClientInputs {
+    fn of(loaded: &LoadedIntegration) -> Self {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for file in [files::CA_BUNDLE, files::CLIENT_CERT, files::CLIENT_KEY] {
+            match loaded.files.get(file) {
+                Some(bytes) => {
+                    digest.update(&(bytes.expose().len() as u64 + 1).to_be_bytes());
+                    digest.update(bytes.expose());
+                }
+                None => digest.update(&0u64.to_be_bytes()),
+            }
+        }
+        let mut material = [0; 32];
+        material.copy_from_slice(digest.finish().as_ref());
+        let config = &loaded.config;
+        Self {
+            upstream: config.upstream.clone(),
+            tls: config.tls.clone(),
+            connect_timeout: config.timeouts.connect.as_duration(),
+            material,
+        }
+    }
+}
+
+/// A new upstream client: TLS settings, SNI, connect timeout.
+fn new_client(
+    loaded: &LoadedIntegration,
+    bad: &dyn Fn(&str) -> BuildError,
+) -> Result<UpstreamClient, BuildError> {
+    let config = &loaded.config;
+    let name = &config.name;
+    let up = &config.upstream;
+    let tls_config = tls::client_config(
+        &config.tls,
+        TlsMaterial {
+            ca_bundle: loaded.files.get(files::CA_BUNDLE),
+            client_chain: loaded.files.get(files::CLIENT_CERT),
+            client_key: loaded.files.get(files::CLIENT_KEY),
+        },
+    )
+    .map_err(|source| BuildError::Tls {
+        name: name.clone(),
+        source,
+    })?;
+    let sni = match &config.tls.server_name {
+        Some(sn) => Some((
+            up.host.clone(),
+            ServerName::try_from(sn.clone()).map_err(|_| bad("tls.serverName"))?,
+        )),
+        None => None,
+    };
+    let connector = Connector::new(
+        tls_config,
+        config.timeouts.connect.as_duration(),
+        sni,
+        up.scheme == Scheme::Http,
+    );
+    Ok(UpstreamClient::new(connector))
+}
+
 /// How the app named a request's path, which decides whether the base path is added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathOrigin {
@@ -125,6 +198,8 @@ pub struct Integration {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     pub client: UpstreamClient,
+    /// What `client` was made of, to keep it across a reload that changes none of it.
+    client_inputs: ClientInputs,
     /// `upstream.failover`, in order (endpoint `i + 1`); the client keeps a pool for each.
     pub failover: Vec<Endpoint>,
     pub credentials: Credentials,
@@ -149,36 +224,15 @@ impl Integration {
         let config = loaded.config.clone();
         let name = config.name.clone();
         let up = &config.upstream;
-        let tls_config = tls::client_config(
-            &config.tls,
-            TlsMaterial {
-                ca_bundle: loaded.files.get(files::CA_BUNDLE),
-                client_chain: loaded.files.get(files::CLIENT_CERT),
-                client_key: loaded.files.get(files::CLIENT_KEY),
-            },
-        )
-        .map_err(|source| BuildError::Tls {
-            name: name.clone(),
-            source,
-        })?;
+        let client_inputs = ClientInputs::of(loaded);
         let bad = |what: &str| BuildError::Upstream {
             name: name.clone(),
             what: what.to_string(),
         };
-        let sni = match &config.tls.server_name {
-            Some(sn) => Some((
-                up.host.clone(),
-                ServerName::try_from(sn.clone()).map_err(|_| bad("tls.serverName"))?,
-            )),
-            None => None,
+        let client = match previous {
+            Some(p) if p.client_inputs == client_inputs => p.client.clone(),
+            _ => new_client(loaded, &bad)?,
         };
-        let connector = Connector::new(
-            tls_config,
-            config.timeouts.connect.as_duration(),
-            sni,
-            up.scheme == Scheme::Http,
-        );
-        let client = UpstreamClient::new(connector);
         let credentials =
             Credentials::from_config(&config.auth, &loaded.files, &client).map_err(|source| {
                 BuildError::Credentials {
@@ -240,6 +294,7 @@ impl Integration {
             scheme,
             authority,
             client,
+            client_inputs,
             failover,
             credentials,
             policies,

@@ -402,3 +402,71 @@ async fn a_reconnect_resumes_the_tls_session() {
         "every reconnect after the first resumed the session"
     );
 }
+
+/// A reload that changes nothing the upstream client is made of (here the API key) keeps
+/// the client: the next call goes out on the pooled connection, no new handshake. A reload
+/// that does change it (here `timeouts.connect`) gets a new client, whose first call
+/// connects again with a full handshake.
+#[tokio::test]
+async fn a_reload_keeps_pooled_connections_unless_the_tls_inputs_change() {
+    let ca = TestCa::new("reload pool ca");
+    let up = Upstream::builder()
+        .tls(ca.localhost_cert())
+        .http1_only()
+        .default_action(Action::respond(200, "ok"))
+        .start()
+        .await;
+    let mut setup = LocalSetup::trusting(&ca);
+    let spec = |connect: &str| {
+        json!({
+            "upstream": {"url": up.url()},
+            "auth": {"bearer": {"secretKeyRef": {"name": "key", "key": "token"}}},
+            "tls": {"caBundleRef": ca_bundle_ref()},
+            "timeouts": {"connect": connect},
+        })
+    };
+    setup.secret("key", "token", "tok-1");
+    setup.manifest(&[xint("api", spec("2s"))]);
+    let sidecar = setup.start().await;
+    let call = |want: &'static str| {
+        let url = sidecar.url(0);
+        let up = &up;
+        async move {
+            // The new value reaches the upstream once the reload is done.
+            for _ in 0..200 {
+                let resp = attache_tests::get(&url).await.unwrap();
+                assert_eq!(resp.status, 200);
+                let last = up.requests().last().cloned().expect("a request");
+                if last.header("authorization") == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("{want} never reached the upstream");
+        }
+    };
+    call("Bearer tok-1").await;
+    assert_eq!(up.connection_count(), 1);
+
+    setup.secret("key", "token", "tok-2");
+    call("Bearer tok-2").await;
+    assert_eq!(
+        up.connection_count(),
+        1,
+        "a reload that only rotated the API key opened a new upstream connection"
+    );
+
+    setup.secret("key", "token", "tok-3");
+    setup.manifest(&[xint("api", spec("3s"))]);
+    call("Bearer tok-3").await;
+    assert_eq!(
+        up.connection_count(),
+        2,
+        "a new connect timeout means a new client"
+    );
+    assert_eq!(
+        up.resumed_handshakes(),
+        0,
+        "a new client has no sessions to resume"
+    );
+}
