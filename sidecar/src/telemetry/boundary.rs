@@ -15,6 +15,13 @@ pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 /// Removes the app's trace headers from a request bound for the third party; with
 /// `propagate`, keeps `tracestate` (the sidecar sets its own `traceparent` per attempt).
 pub fn strip(headers: &mut HeaderMap, propagate: bool) {
+    // Most requests carry none: one pass over the names settles that without hashing.
+    if !headers
+        .keys()
+        .any(|n| n == TRACEPARENT || n == BAGGAGE || n == TRACESTATE)
+    {
+        return;
+    }
     headers.remove(TRACEPARENT);
     headers.remove(BAGGAGE);
     if !propagate {
