@@ -67,9 +67,6 @@ pub enum Action {
     ResetAfterHeaders,
     /// A 200 whose body of `total_bytes` is generated in `chunk`-sized pieces, never buffered.
     Stream { total_bytes: u64, chunk: usize },
-    /// A 200 streamed (chunked) as `chunks` lines `tick N\n`, the first at once and each next
-    /// one `every` later: a live event stream, or, with a long `every`, a stalled body.
-    Drip { chunks: usize, every: Duration },
     /// A 200 streamed (chunked) as these chunks, each sent after its delay: a scripted event
     /// stream (an LLM's server-sent events).
     Events {
@@ -111,9 +108,17 @@ impl Action {
         Action::Stream { total_bytes, chunk }
     }
 
-    /// A body of `chunks` lines sent `every` apart (see [`Action::Drip`]).
+    /// A `text/event-stream` 200 of `chunks` lines, `tick 0\n`, `tick 1\n`, ..., sent
+    /// `every` apart, the first at once.
     pub fn drip(chunks: usize, every: Duration) -> Action {
-        Action::Drip { chunks, every }
+        Action::events(
+            (0..chunks)
+                .map(|i| {
+                    let delay = if i == 0 { Duration::ZERO } else { every };
+                    (delay, format!("tick {i}\n"))
+                })
+                .collect(),
+        )
     }
 
     /// A `text/event-stream` 200 of `chunks`, each sent after its delay.
@@ -672,10 +677,6 @@ async fn handle(
             let headers = [(CONTENT_LENGTH, HeaderValue::from(total_bytes))];
             build(200, &headers, Generated::new(total_bytes, chunk).boxed())
         }
-        Action::Drip { chunks, every } => {
-            let headers = [(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"))];
-            build(200, &headers, Dripped::new(chunks, every).boxed())
-        }
         Action::Events { headers, chunks } => build(200, &headers, Scheduled::new(chunks).boxed()),
         Action::ResetAfterHeaders => {
             let headers = [(CONTENT_LENGTH, HeaderValue::from(TRUNCATED_LENGTH))];
@@ -783,53 +784,6 @@ impl Body for Generated {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
-    }
-}
-
-/// `tick 0\n`, `tick 1\n`, ... one every `every`, the first at once.
-struct Dripped {
-    sent: usize,
-    chunks: usize,
-    every: Duration,
-    next: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Dripped {
-    fn new(chunks: usize, every: Duration) -> Self {
-        Dripped {
-            sent: 0,
-            chunks,
-            every,
-            next: None,
-        }
-    }
-}
-
-impl Body for Dripped {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.sent == this.chunks {
-            return Poll::Ready(None);
-        }
-        if let Some(sleep) = &mut this.next {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        this.next = Some(Box::pin(tokio::time::sleep(this.every)));
-        let line = format!("tick {}\n", this.sent);
-        this.sent += 1;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(line)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sent == self.chunks
     }
 }
 
