@@ -367,6 +367,21 @@ impl Upstream {
             .await
     }
 
+    /// HTTPS with a `localhost` certificate from `ca`, answering `200 ok`, except `flaky`,
+    /// which answers 503 once and then 200: one request that takes a retry.
+    pub async fn ok_with_a_flaky_path(ca: &TestCa, flaky: &str) -> Upstream {
+        let up = Upstream::builder()
+            .tls(ca.localhost_cert())
+            .default_action(Action::respond(200, "ok"))
+            .start()
+            .await;
+        up.script(
+            flaky,
+            vec![Action::respond(503, "busy"), Action::respond(200, "ok")],
+        );
+        up
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }

@@ -9,7 +9,7 @@ use attache_tests::{
     client::send_via_proxy,
     send,
     sidecar::{ca_bundle_ref, xint, LocalSetup, Sidecar},
-    Action, TestCa, Upstream,
+    TestCa, Upstream,
 };
 use bytes::Bytes;
 use http::Request;
@@ -92,15 +92,7 @@ fn get(url: String) -> Request<Bytes> {
 #[tokio::test]
 async fn one_line_per_request_with_the_readme_fields_and_nothing_sent_by_the_app() {
     let ca = TestCa::new("ca");
-    let up = Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::respond(200, "ok"))
-        .start()
-        .await;
-    up.script(
-        "/v1/flaky",
-        vec![Action::respond(503, "busy"), Action::respond(200, "ok")],
-    );
+    let up = Upstream::ok_with_a_flaky_path(&ca, "/v1/flaky").await;
     let (_setup, sidecar) = start(&up, &ca, &["--access-log", "json"]).await;
     let base = sidecar.url(0);
 

@@ -7,7 +7,7 @@
 use attache_tests::{
     send,
     sidecar::{ca_bundle_ref, xint, LocalSetup},
-    Action, TestCa, Upstream,
+    TestCa, Upstream,
 };
 use bytes::Bytes;
 use http::Request;
@@ -28,15 +28,7 @@ fn app_request(url: String) -> Request<Bytes> {
 #[tokio::test]
 async fn trace_headers_stay_inside_unless_the_integration_propagates_them() {
     let ca = TestCa::new("ca");
-    let up = Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::respond(200, "ok"))
-        .start()
-        .await;
-    up.script(
-        "/open/flaky",
-        vec![Action::respond(503, "busy"), Action::respond(200, "ok")],
-    );
+    let up = Upstream::ok_with_a_flaky_path(&ca, "/open/flaky").await;
     let mut setup = LocalSetup::trusting(&ca);
     let spec = |base: &str, telemetry: serde_json::Value| {
         json!({

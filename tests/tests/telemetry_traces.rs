@@ -14,7 +14,7 @@ use std::{
 use attache_tests::{
     free_port, send,
     sidecar::{ca_bundle_ref, xint, LocalSetup},
-    Action, TestCa, Upstream,
+    TestCa, Upstream,
 };
 use bytes::Bytes;
 use http::{Request, Response};
@@ -115,15 +115,7 @@ fn text<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn one_span_per_request_and_per_attempt_in_the_apps_trace() {
     let ca = TestCa::new("ca");
-    let up = Upstream::builder()
-        .tls(ca.localhost_cert())
-        .default_action(Action::respond(200, "ok"))
-        .start()
-        .await;
-    up.script(
-        "/v1/flaky",
-        vec![Action::respond(503, "busy"), Action::respond(200, "ok")],
-    );
+    let up = Upstream::ok_with_a_flaky_path(&ca, "/v1/flaky").await;
     let receiver = Receiver::start().await;
     let mut setup = LocalSetup::trusting(&ca);
     setup.manifest(&[xint(
