@@ -150,6 +150,64 @@ fn memory(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds (user + system) `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// CPU seconds of the operator, kube-apiserver and etcd (the script's pids file lists etcd,
+/// kube-apiserver, kube-controller-manager).
+struct Cpu {
+    pids: Vec<(&'static str, u32)>,
+}
+
+impl Cpu {
+    fn new(c: &Cluster, operator: u32) -> Cpu {
+        let listed = std::fs::read_to_string(c.dir.path().join("pids")).unwrap_or_default();
+        let listed: Vec<u32> = listed
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let mut pids = vec![("operator", operator)];
+        for (name, i) in [("kube-apiserver", 1), ("etcd", 0)] {
+            if let Some(p) = listed.get(i) {
+                pids.push((name, *p));
+            }
+        }
+        Cpu { pids }
+    }
+
+    fn read(&self) -> Vec<f64> {
+        self.pids.iter().map(|(_, p)| cpu_seconds(*p)).collect()
+    }
+
+    fn describe(&self, before: &[f64], after: &[f64], per: f64, unit: &str) -> String {
+        self.pids
+            .iter()
+            .zip(before.iter().zip(after))
+            .map(|((name, _), (b, a))| {
+                format!(
+                    "{name} {:.1} s ({:.2} ms per {unit})",
+                    a - b,
+                    (a - b) * 1000.0 / per
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -302,7 +360,9 @@ async fn measure(c: &Cluster, plan: &Plan) -> anyhow::Result<Table> {
         }
     });
 
+    let cpu = Cpu::new(c, pid);
     let before = Snapshot::take(c).await?;
+    let cpu_before = cpu.read();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let watch = tokio::spawn(watch_ready(admin.clone(), plan.integrations, ready_tx));
     // The watch is established before the first create (its initial list is empty).
@@ -348,6 +408,7 @@ async fn measure(c: &Cluster, plan: &Plan) -> anyhow::Result<Table> {
     // Settle: requeues, Events and the owned-object echoes land in the counts.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = Snapshot::take(c).await?;
+    let cpu_after = cpu.read();
     let reconciles = after.reconciles - before.reconciles;
     let operator_requests = after.operator_requests(&before);
     let total: u64 = operator_requests.values().sum();
@@ -375,6 +436,16 @@ async fn measure(c: &Cluster, plan: &Plan) -> anyhow::Result<Table> {
         "",
     );
     table.add(
+        "CPU used, first create → Ready + 5 s",
+        cpu.describe(
+            &cpu_before,
+            &cpu_after,
+            plan.integrations as f64,
+            "integration",
+        ),
+        "",
+    );
+    table.add(
         "operator RSS, peak while reconciling (100 ms samples)",
         mib(rss_peak),
         "≤ 100 MiB",
@@ -387,8 +458,10 @@ async fn measure(c: &Cluster, plan: &Plan) -> anyhow::Result<Table> {
 
     // Pods at a fixed rate, each naming one integration.
     let before = Snapshot::take(c).await?;
+    let cpu_before = cpu.read();
     let latencies = create_pods(&admin, plan).await?;
     let after = Snapshot::take(c).await?;
+    let cpu_after = cpu.read();
     sampler.abort();
     let injected = latencies.iter().filter(|(_, inj)| *inj).count();
     let mut client: Vec<f64> = latencies.iter().map(|(d, _)| *d).collect();
@@ -424,6 +497,11 @@ async fn measure(c: &Cluster, plan: &Plan) -> anyhow::Result<Table> {
             ms(Some(percentile(&client, 0.5))),
             ms(Some(percentile(&client, 0.99)))
         ),
+        "",
+    );
+    table.add(
+        "CPU used while the pods were created",
+        cpu.describe(&cpu_before, &cpu_after, plan.pods as f64, "pod"),
         "",
     );
     let pod_reconciles = after.reconciles - before.reconciles;

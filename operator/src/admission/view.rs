@@ -119,7 +119,8 @@ impl KubeView {
             watcher(
                 Api::<ExternalIntegration>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .modify(crate::controller::slim),
         )
         .default_backoff()
         .touched_objects()
@@ -196,7 +197,7 @@ impl ClusterView for KubeView {
 
     fn integrations(&self, namespace: &str) -> BTreeSet<String> {
         self.integrations
-            .state_filter(|i| i.namespace().as_deref() == Some(namespace))
+            .state_filter(|i| in_namespace(i, namespace))
             .iter()
             .map(|i| i.name_any())
             .collect()
@@ -204,13 +205,17 @@ impl ClusterView for KubeView {
 
     fn integrations_with_webhooks(&self, namespace: &str) -> BTreeSet<String> {
         self.integrations
-            .state_filter(|i| {
-                i.namespace().as_deref() == Some(namespace) && i.spec.webhooks.is_some()
-            })
+            .state_filter(|i| in_namespace(i, namespace) && i.spec.webhooks.is_some())
             .iter()
             .map(|i| i.name_any())
             .collect()
     }
+}
+
+/// Compares without a copy of the namespace: an admission tests every cached integration (all
+/// namespaces), and `ResourceExt::namespace` allocates a String each time.
+fn in_namespace(i: &ExternalIntegration, namespace: &str) -> bool {
+    i.metadata.namespace.as_deref() == Some(namespace)
 }
 
 impl std::fmt::Debug for KubeView {
