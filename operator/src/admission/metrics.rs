@@ -1,4 +1,4 @@
-//! `attache_webhook_admissions_total{result}`.
+//! `attache_webhook_admissions_total{result}` and `attache_webhook_admission_duration_seconds`.
 //!
 //! The webhook owns its counter; whoever owns the operator's `/metrics` registry adds it with
 //! [`AdmissionMetrics::register`].
@@ -7,7 +7,11 @@ use std::fmt::Write as _;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
-    metrics::{counter::Counter, family::Family},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
@@ -32,9 +36,22 @@ struct Labels {
 }
 
 /// The webhook's counters; clones share them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdmissionMetrics {
     admissions: Family<Labels, Counter>,
+    /// From the request head to the answer (body read, review, patch built): the operator's
+    /// part of the API server's webhook call, in buckets fine enough for a 2 ms target.
+    duration: Histogram,
+}
+
+impl Default for AdmissionMetrics {
+    fn default() -> Self {
+        Self {
+            admissions: Family::default(),
+            // 50 µs .. ~0.8 s.
+            duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+        }
+    }
 }
 
 // === impl AdmissionResult ===
@@ -79,6 +96,15 @@ impl AdmissionMetrics {
             "Pod admissions handled by the sidecar injector, by result",
             self.admissions.clone(),
         );
+        registry.register(
+            "attache_webhook_admission_duration_seconds",
+            "Time to answer one admission review, from the request head to the answer",
+            self.duration.clone(),
+        );
+    }
+
+    pub fn observe_duration(&self, elapsed: std::time::Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn record(&self, result: AdmissionResult) {
@@ -119,5 +145,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.count(AdmissionResult::Injected), 2);
+        m.observe_duration(std::time::Duration::from_micros(70));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("attache_webhook_admission_duration_seconds_bucket{le=\"0.0001\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -142,6 +142,7 @@ impl WebhookServer {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/mutate") => {
+                let started = std::time::Instant::now();
                 let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(e) => {
@@ -154,6 +155,7 @@ impl WebhookServer {
                 };
                 let reviewed = review(&body, self.view.as_ref(), &self.settings);
                 self.metrics.record(reviewed.result);
+                self.metrics.observe_duration(started.elapsed());
                 let status = StatusCode::from_u16(reviewed.status)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let content_type = if status == StatusCode::OK {

@@ -5,11 +5,11 @@
 //! command.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, RwLock,
     },
 };
 
@@ -52,9 +52,29 @@ pub struct StaticView {
 /// The webhook's caches, kept by watches.
 #[derive(Clone)]
 pub struct KubeView {
-    integrations: Store<ExternalIntegration>,
+    integrations: IntegrationIndex,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     ready: Arc<AtomicBool>,
+}
+
+/// Each namespace's integrations by name, with whether each has `spec.webhooks`: all an
+/// admission needs of them. An admission reads its namespace's entry; a cache of whole objects
+/// had to be tested object by object (at 10,000 integrations that scan was most of an
+/// admission's time) and held every object a second time on the leader.
+#[derive(Clone, Default)]
+pub struct IntegrationIndex {
+    inner: Arc<RwLock<IndexState>>,
+}
+
+type ByNamespace = HashMap<String, BTreeMap<String, bool>>;
+
+#[derive(Default)]
+struct IndexState {
+    live: ByNamespace,
+    /// A (re)listing in progress: it replaces `live` when complete.
+    listing: Option<ByNamespace>,
+    /// A first listing completed.
+    listed: bool,
 }
 
 // === impl StaticView ===
@@ -112,20 +132,18 @@ impl KubeView {
     /// The returned future drives the watches and must be spawned; it runs until dropped.
     /// Needs RBAC: list/watch `externalintegrations.attache.dev` and `namespaces`.
     pub fn watch(client: Client) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (integrations, int_writer) = reflector::store();
+        let integrations = IntegrationIndex::default();
         let (namespaces, ns_writer) = reflector::store();
-        let int_stream = reflector::reflector(
-            int_writer,
-            watcher(
-                Api::<ExternalIntegration>::all(client.clone()),
-                watcher::Config::default(),
-            ),
+        let index = integrations.clone();
+        let int_stream = watcher(
+            Api::<ExternalIntegration>::all(client.clone()),
+            watcher::Config::default(),
         )
         .default_backoff()
-        .touched_objects()
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "watching ExternalIntegrations");
+        .for_each(move |r| {
+            match r {
+                Ok(event) => index.apply_watcher_event(&event),
+                Err(e) => tracing::warn!(error = %e, "watching ExternalIntegrations"),
             }
             future::ready(())
         });
@@ -150,10 +168,10 @@ impl KubeView {
         (Self::new(integrations, namespaces), driver)
     }
 
-    /// A view over stores someone else keeps (e.g. the controller's store of integrations).
-    /// It reports ready once both stores have had their first listing.
+    /// A view over an index and a store someone else keeps. It reports ready once both have
+    /// had their first listing.
     pub fn new(
-        integrations: Store<ExternalIntegration>,
+        integrations: IntegrationIndex,
         namespaces: Store<PartialObjectMeta<Namespace>>,
     ) -> Self {
         Self {
@@ -164,13 +182,11 @@ impl KubeView {
     }
 
     fn stores_ready(&self) -> bool {
-        matches!(
-            self.integrations.wait_until_ready().now_or_never(),
-            Some(Ok(()))
-        ) && matches!(
-            self.namespaces.wait_until_ready().now_or_never(),
-            Some(Ok(()))
-        )
+        self.integrations.listed()
+            && matches!(
+                self.namespaces.wait_until_ready().now_or_never(),
+                Some(Ok(()))
+            )
     }
 }
 
@@ -195,22 +211,82 @@ impl ClusterView for KubeView {
     }
 
     fn integrations(&self, namespace: &str) -> BTreeSet<String> {
-        self.integrations
-            .state_filter(|i| i.namespace().as_deref() == Some(namespace))
-            .iter()
-            .map(|i| i.name_any())
-            .collect()
+        self.integrations.names(namespace, |_| true)
     }
 
     fn integrations_with_webhooks(&self, namespace: &str) -> BTreeSet<String> {
-        self.integrations
-            .state_filter(|i| {
-                i.namespace().as_deref() == Some(namespace) && i.spec.webhooks.is_some()
-            })
-            .iter()
-            .map(|i| i.name_any())
+        self.integrations.names(namespace, |webhooks| webhooks)
+    }
+}
+
+// === impl IntegrationIndex ===
+
+impl IntegrationIndex {
+    /// Applies one event of a watch on every ExternalIntegration.
+    pub fn apply_watcher_event(&self, event: &watcher::Event<ExternalIntegration>) {
+        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Init => state.listing = Some(ByNamespace::new()),
+            watcher::Event::InitApply(x) => {
+                if let Some(listing) = state.listing.as_mut() {
+                    insert(listing, x);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(listing) = state.listing.take() {
+                    state.live = listing;
+                }
+                state.listed = true;
+            }
+            watcher::Event::Apply(x) => insert(&mut state.live, x),
+            watcher::Event::Delete(x) => {
+                let (Some(ns), Some(name)) =
+                    (x.metadata.namespace.as_deref(), x.metadata.name.as_deref())
+                else {
+                    return;
+                };
+                if let Some(names) = state.live.get_mut(ns) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        state.live.remove(ns);
+                    }
+                }
+            }
+        }
+    }
+
+    fn listed(&self) -> bool {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).listed
+    }
+
+    /// The names in `namespace` whose has-webhooks flag passes `keep`.
+    fn names(&self, namespace: &str, keep: impl Fn(bool) -> bool) -> BTreeSet<String> {
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .live
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter(|(_, webhooks)| keep(**webhooks))
+            .map(|(name, _)| name.clone())
             .collect()
     }
+
+    fn len(&self) -> usize {
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        state.live.values().map(BTreeMap::len).sum()
+    }
+}
+
+fn insert(index: &mut ByNamespace, x: &ExternalIntegration) {
+    let (Some(ns), Some(name)) = (x.metadata.namespace.as_deref(), x.metadata.name.as_deref())
+    else {
+        return;
+    };
+    index
+        .entry(ns.to_string())
+        .or_default()
+        .insert(name.to_string(), x.spec.webhooks.is_some());
 }
 
 impl std::fmt::Debug for KubeView {
@@ -257,7 +333,8 @@ mod tests {
 
     #[test]
     fn answers_from_the_caches_once_both_have_listed() {
-        let (integrations, mut iw) = reflector::store();
+        let integrations = IntegrationIndex::default();
+        let iw = integrations.clone();
         let (namespaces, mut nw) = reflector::store();
         let view = KubeView::new(integrations, namespaces);
         assert!(!view.is_ready());
@@ -296,5 +373,24 @@ mod tests {
         // Later watch events show up at the next admission.
         iw.apply_watcher_event(&Event::Delete(integration("shop", "twilio")));
         assert_eq!(view.integrations("shop").len(), 1);
+
+        // A relist replaces everything once complete; until then the last listing answers.
+        iw.apply_watcher_event(&Event::Init);
+        let mut hooked = integration("other", "github");
+        hooked.spec.webhooks =
+            serde_json::from_value(json!({"forwardTo": "http://127.0.0.1:8080/events",
+            "verify": {"provider": "stripe", "secretKeyRef": {"name": "gh", "key": "secret"}}}))
+            .unwrap();
+        iw.apply_watcher_event(&Event::InitApply(hooked));
+        assert_eq!(view.integrations("shop").len(), 1);
+        iw.apply_watcher_event(&Event::InitDone);
+        assert!(view.integrations("shop").is_empty());
+        assert_eq!(
+            view.integrations_with_webhooks("other")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["github"]
+        );
+        assert!(view.is_ready());
     }
 }

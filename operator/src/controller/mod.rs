@@ -238,11 +238,18 @@ pub async fn run(
         failures: Mutex::default(),
     });
 
-    let controller = Controller::new(
+    // The integrations' own watch and store, slimmed like the others (`Controller::new` would
+    // cache them whole).
+    let (integrations, integration_writer) = reflector::store();
+    let integration_events = watcher(
         Api::<ExternalIntegration>::all(client),
         watcher::Config::default(),
-    );
-    let integrations = controller.store();
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(integration_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(integration_events, integrations.clone());
     let secret_users = integrations.clone();
     let config_map_users = integrations;
     let reconciling = controller
@@ -318,16 +325,21 @@ where
     let (store, writer) = reflector::store();
     let events = watcher(api, config)
         .default_backoff()
-        .modify(|obj: &mut K| {
-            let meta = obj.meta_mut();
-            meta.managed_fields = None;
-            if let Some(a) = meta.annotations.as_mut() {
-                a.remove(LAST_APPLIED);
-            }
-        })
+        .modify(slim)
         .reflect(writer)
         .touched_objects();
     (store, events)
+}
+
+/// Drops what no reader of a cache needs from a watched object: its managed fields (most of an
+/// object's memory once the API server has several field managers for it: at 10,000
+/// integrations they were most of the operator's RSS) and the last-applied annotation.
+pub(crate) fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
 }
 
 #[cfg(test)]

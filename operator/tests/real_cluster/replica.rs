@@ -5,6 +5,7 @@
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
@@ -46,7 +47,7 @@ impl Replica {
         webhook: SocketAddr,
     ) -> anyhow::Result<Replica> {
         let container = chart_container(&cluster.chart)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attache-operator"));
+        let mut cmd = Command::new(operator_binary());
         cmd.env_clear();
         for arg in container["args"].as_array().context("the chart's args")? {
             let arg = arg.as_str().context("a non-string arg")?;
@@ -99,6 +100,14 @@ impl Replica {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         self.proc.wait_exit(timeout).await
     }
+}
+
+/// The operator binary to run: `ATTACHE_OPERATOR_BIN` if set (another build, e.g. a release
+/// build for the scale benchmark), else the one Cargo built for this target.
+pub fn operator_binary() -> PathBuf {
+    std::env::var_os("ATTACHE_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_attache-operator")))
 }
 
 /// The operator container of the chart's Deployment.
