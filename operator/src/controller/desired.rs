@@ -132,18 +132,70 @@ pub fn ownership(existing: Option<&ObjectMeta>, owner_uid: &str) -> Ownership {
     }
 }
 
-/// Whether applying `desired` over `existing` would change nothing the operator sets.
-pub fn config_map_up_to_date(existing: &ConfigMap, desired: &ConfigMap) -> bool {
-    meta_up_to_date(&existing.metadata, &desired.metadata)
-        && existing.data == desired.data
-        && existing.binary_data.is_none()
+/// The key under which a cached generated object keeps the digest of its data instead of
+/// the data (see [`digest_config_map`]); not a valid ConfigMap or Secret key, so no real
+/// entry can collide with it.
+pub const DATA_DIGEST_KEY: &str = "attache.dev/data-sha256";
+
+/// The generated ConfigMap as the operator caches it: its data replaced by one digest. The
+/// cache only serves to skip applies that would change nothing, and a digest tells that as
+/// well as the data would; at 10,000 integrations the rendered configs were a large part of
+/// the operator's memory.
+pub fn digest_config_map(cm: &mut ConfigMap) {
+    let digest = config_map_data_digest(cm);
+    cm.data = Some(BTreeMap::from([(DATA_DIGEST_KEY.to_string(), digest)]));
 }
 
-/// Whether applying `desired` over `existing` would change nothing the operator sets.
-pub fn secret_up_to_date(existing: &Secret, desired: &Secret) -> bool {
-    meta_up_to_date(&existing.metadata, &desired.metadata)
-        && existing.type_ == desired.type_
-        && existing.data.clone().unwrap_or_default() == desired.data.clone().unwrap_or_default()
+/// The generated Secret as the operator caches it: its data replaced by one digest (see
+/// [`digest_config_map`]).
+pub fn digest_secret(secret: &mut Secret) {
+    let digest = secret_data_digest(secret);
+    secret.data = Some(BTreeMap::from([(
+        DATA_DIGEST_KEY.to_string(),
+        ByteString(digest.into_bytes()),
+    )]));
+    secret.string_data = None;
+}
+
+/// Whether applying `desired` over `cached` (as [`digest_config_map`] left it) would change
+/// nothing the operator sets.
+pub fn config_map_up_to_date(cached: &ConfigMap, desired: &ConfigMap) -> bool {
+    let stored = cached.data.as_ref().and_then(|d| d.get(DATA_DIGEST_KEY));
+    meta_up_to_date(&cached.metadata, &desired.metadata)
+        && stored.is_some_and(|d| *d == config_map_data_digest(desired))
+        && cached.binary_data.is_none()
+}
+
+/// Whether applying `desired` over `cached` (as [`digest_secret`] left it) would change
+/// nothing the operator sets.
+pub fn secret_up_to_date(cached: &Secret, desired: &Secret) -> bool {
+    let stored = cached.data.as_ref().and_then(|d| d.get(DATA_DIGEST_KEY));
+    meta_up_to_date(&cached.metadata, &desired.metadata)
+        && cached.type_ == desired.type_
+        && stored.is_some_and(|d| d.0 == secret_data_digest(desired).into_bytes())
+}
+
+fn config_map_data_digest(cm: &ConfigMap) -> String {
+    let entries = cm.data.iter().flatten();
+    data_digest(entries.map(|(k, v)| (k.as_str(), v.as_bytes())))
+}
+
+fn secret_data_digest(secret: &Secret) -> String {
+    let entries = secret.data.iter().flatten();
+    data_digest(entries.map(|(k, v)| (k.as_str(), v.0.as_slice())))
+}
+
+/// SHA-256 over the entries in key order, each length-prefixed (no two maps share a digest).
+fn data_digest<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in entries {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn meta_up_to_date(existing: &ObjectMeta, desired: &ObjectMeta) -> bool {

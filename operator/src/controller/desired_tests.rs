@@ -148,6 +148,12 @@ fn up_to_date_compares_what_the_operator_sets() {
         .unwrap()
         .insert("team".into(), "payments".into());
     stored.secret.metadata.uid = Some("u".into());
+    let cached = |mut d: Desired| {
+        digest_config_map(&mut d.config_map);
+        digest_secret(&mut d.secret);
+        d
+    };
+    let stored = cached(stored);
     assert!(config_map_up_to_date(&stored.config_map, &d.config_map));
     assert!(secret_up_to_date(&stored.secret, &d.secret));
 
@@ -162,17 +168,72 @@ fn up_to_date_compares_what_the_operator_sets() {
         .unwrap(),
     )
     .unwrap();
-    assert!(!secret_up_to_date(&other.secret, &d.secret));
-    let mut unlabelled = d.config_map.clone();
-    unlabelled.metadata.labels = None;
-    assert!(!config_map_up_to_date(&unlabelled, &d.config_map));
-    let mut extra = d.secret.clone();
+    assert!(!secret_up_to_date(&cached(other).secret, &d.secret));
+    let mut unlabelled = d.clone();
+    unlabelled.config_map.metadata.labels = None;
+    assert!(!config_map_up_to_date(
+        &cached(unlabelled).config_map,
+        &d.config_map
+    ));
+    let mut extra = d.clone();
     extra
+        .secret
         .data
         .as_mut()
         .unwrap()
         .insert("stale".into(), ByteString(b"x".to_vec()));
-    assert!(!secret_up_to_date(&extra, &d.secret));
+    assert!(!secret_up_to_date(&cached(extra).secret, &d.secret));
+    let mut edited = d.clone();
+    edited
+        .config_map
+        .data
+        .as_mut()
+        .unwrap()
+        .values_mut()
+        .for_each(|v| v.push(' '));
+    assert!(!config_map_up_to_date(
+        &cached(edited).config_map,
+        &d.config_map
+    ));
+    // An object cached before its data was digested (or by an older operator) is rewritten.
+    assert!(!config_map_up_to_date(&d.config_map, &d.config_map));
+}
+
+#[test]
+fn a_cached_generated_object_keeps_a_digest_of_its_data_not_the_data() {
+    let x = xint("stripe", "payments", "stripe-key");
+    let mut d = desired(&x, &rendered(&x, 1)).unwrap();
+    let secret_values: Vec<Vec<u8>> = d
+        .secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(_, v)| v.0.clone())
+        .collect();
+    digest_secret(&mut d.secret);
+    digest_config_map(&mut d.config_map);
+    let keys = |m: Option<Vec<String>>| m.unwrap_or_default();
+    assert_eq!(
+        keys(d.secret.data.as_ref().map(|m| m.keys().cloned().collect())),
+        vec![DATA_DIGEST_KEY.to_string()]
+    );
+    assert_eq!(
+        keys(
+            d.config_map
+                .data
+                .as_ref()
+                .map(|m| m.keys().cloned().collect())
+        ),
+        vec![DATA_DIGEST_KEY.to_string()]
+    );
+    let cached = format!("{:?}", d.secret);
+    for v in secret_values {
+        let v = String::from_utf8_lossy(&v).to_string();
+        assert!(
+            v.is_empty() || !cached.contains(&v),
+            "a secret value stayed in the cache"
+        );
+    }
 }
 
 #[test]

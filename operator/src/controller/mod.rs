@@ -28,7 +28,7 @@ use std::{
 };
 
 use attache_api::ExternalIntegration;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     runtime::{
@@ -191,6 +191,7 @@ pub async fn run(
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.boxed().shared();
     let (referenced_secrets, referenced_secrets_events) = reflect(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default()
@@ -201,13 +202,16 @@ pub async fn run(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(NOT_OWNED_SELECTOR),
     );
-    let (owned_secrets, owned_secrets_events) = reflect(
+    // The generated objects are cached with a digest of their data instead of the data.
+    let (owned_secrets, owned_secrets_events) = reflect_with(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(OWNED_SELECTOR),
+        desired::digest_secret,
     );
-    let (owned_config_maps, owned_config_maps_events) = reflect(
+    let (owned_config_maps, owned_config_maps_events) = reflect_with(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(OWNED_SELECTOR),
+        desired::digest_config_map,
     );
 
     let pods = PodTracker::new(settings.damping);
@@ -250,6 +254,7 @@ pub async fn run(
     .reflect(integration_writer)
     .applied_objects();
     let controller = Controller::for_stream(integration_events, integrations.clone());
+    let first_list = integrations.clone();
     let secret_users = integrations.clone();
     let config_map_users = integrations;
     let reconciling = controller
@@ -265,7 +270,7 @@ pub async fn run(
             rx.recv().await.map(|obj| (obj, rx))
         }))
         .with_config(config)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -284,8 +289,27 @@ pub async fn run(
     tokio::select! {
         () = reconciling => {}
         () = pod_watch => tracing::warn!("pod watch ended"),
+        () = stopped_before_first_list(shutdown, &first_list) => {
+            tracing::info!("stopped before the first list of integrations: nothing to finish");
+        }
     }
     tracing::info!("controller stopped");
+}
+
+/// Resolves when shutdown comes before the first list of integrations completed. kube's
+/// graceful shutdown stops the watches and then waits for the queued reconciliations, which
+/// wait for that first list: a shutdown right after winning the Lease would never end (the
+/// drain timed out, the Lease was not released, the successor waited for it to expire).
+/// Before the first list nothing was reconciled, so there is nothing to finish.
+async fn stopped_before_first_list(
+    shutdown: impl Future<Output = ()>,
+    integrations: &Store<ExternalIntegration>,
+) {
+    shutdown.await;
+    if integrations.wait_until_ready().now_or_never().is_some() {
+        // Listed: the graceful shutdown finishes what is in flight.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The integrations to reconcile when `obj` (a Secret or ConfigMap they may reference)
@@ -322,10 +346,34 @@ where
         + Sync
         + 'static,
 {
+    reflect_with(api, config, |_: &mut K| {})
+}
+
+/// [`reflect`], with `shrink` applied to every object before it is cached.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    shrink: fn(&mut K),
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let events = watcher(api, config)
         .default_backoff()
-        .modify(slim)
+        .modify(move |obj| {
+            slim(obj);
+            shrink(obj);
+        })
         .reflect(writer)
         .touched_objects();
     (store, events)
@@ -351,6 +399,24 @@ mod tests {
         let (label, value) = (contract::MANAGED_BY_LABEL, contract::MANAGED_BY);
         assert_eq!(OWNED_SELECTOR, format!("{label}={value}"));
         assert_eq!(NOT_OWNED_SELECTOR, format!("{label}!={value}"));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_before_the_first_list_stops_at_once_and_after_it_waits() {
+        let (store, mut writer) = reflector::store::<ExternalIntegration>();
+        // Not listed yet: the shutdown ends the controller.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            stopped_before_first_list(async {}, &store),
+        )
+        .await
+        .expect("stopped at once");
+        // Listed: kube's graceful shutdown decides, this never resolves.
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(stopped_before_first_list(async {}, &store)
+            .now_or_never()
+            .is_none());
     }
 
     #[test]
