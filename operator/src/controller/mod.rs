@@ -2,8 +2,10 @@
 //!
 //! - [`desired`], [`status`]: pure functions computing what to write.
 //! - [`secret_source`]: the referenced Secrets/ConfigMaps as the renderer reads them.
+//! - [`references`]: which integrations reference a Secret or ConfigMap (the watches' triggers).
 //! - [`pods`]: counting the pods that use each integration, damped for shared rate limits.
 //! - [`reconcile`](mod@reconcile): the thin I/O shell of one reconciliation.
+//! - [`events`]: the Events on Ready transitions, repeats counted as series.
 //! - [`run`]: the kube-runtime `Controller` and its watches.
 //!
 //! # Watches
@@ -33,7 +35,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     runtime::{
         controller::{self, Action},
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher, Controller, WatchStreamExt,
     },
@@ -46,8 +47,10 @@ use crate::{contract, metrics::ControllerMetrics};
 
 pub mod desired;
 mod error;
+pub mod events;
 pub mod pods;
 pub mod reconcile;
+pub mod references;
 pub mod secret_source;
 pub mod status;
 
@@ -56,7 +59,9 @@ mod fixtures;
 
 pub use error::{ApiVerb, Error};
 
+use events::EventPublisher;
 use pods::{DampingSettings, PodTracker};
+use references::ReferenceIndex;
 use secret_source::RefKind;
 
 /// Label selector of the generated objects: [`contract::MANAGED_BY_LABEL`] is
@@ -123,7 +128,7 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub pods: PodTracker,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: ControllerMetrics,
     pub settings: Settings,
     /// Consecutive failures per integration, for the backoff.
@@ -220,10 +225,6 @@ pub async fn run(
         .clone()
         .run(pods::watch_injected_pods(client.clone()), pod_triggers);
 
-    let reporter = Reporter {
-        controller: contract::MANAGED_BY.into(),
-        instance: Some(settings.instance.clone()),
-    };
     let config = controller::Config::default()
         .concurrency(settings.concurrency)
         .debounce(settings.debounce);
@@ -236,7 +237,11 @@ pub async fn run(
             owned_config_maps,
         },
         pods,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventPublisher::new(
+            client.clone(),
+            contract::MANAGED_BY.into(),
+            settings.instance.clone(),
+        ),
         metrics,
         settings,
         failures: Mutex::default(),
@@ -245,6 +250,8 @@ pub async fn run(
     // The integrations' own watch and store, slimmed like the others (`Controller::new` would
     // cache them whole).
     let (integrations, integration_writer) = reflector::store();
+    let references = ReferenceIndex::default();
+    let index = references.clone();
     let integration_events = watcher(
         Api::<ExternalIntegration>::all(client),
         watcher::Config::default(),
@@ -252,11 +259,16 @@ pub async fn run(
     .default_backoff()
     .modify(slim)
     .reflect(integration_writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            index.apply_watcher_event(event);
+        }
+    })
     .applied_objects();
     let controller = Controller::for_stream(integration_events, integrations.clone());
-    let first_list = integrations.clone();
-    let secret_users = integrations.clone();
-    let config_map_users = integrations;
+    let first_list = integrations;
+    let secret_users = references.clone();
+    let config_map_users = references;
     let reconciling = controller
         .owns_stream(owned_secrets_events)
         .owns_stream(owned_config_maps_events)
@@ -315,7 +327,7 @@ async fn stopped_before_first_list(
 /// The integrations to reconcile when `obj` (a Secret or ConfigMap they may reference)
 /// changed.
 fn users<K: Resource>(
-    integrations: &Store<ExternalIntegration>,
+    references: &ReferenceIndex,
     kind: RefKind,
     obj: &K,
 ) -> Vec<ObjectRef<ExternalIntegration>> {
@@ -323,8 +335,7 @@ fn users<K: Resource>(
     let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
         return Vec::new();
     };
-    let state = integrations.state();
-    secret_source::referencing(state.iter().map(|x| &**x), kind, namespace, name)
+    references.users(kind, namespace, name)
 }
 
 /// A watch feeding a store, and the stream of changed objects for the controller's triggers.

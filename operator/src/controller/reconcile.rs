@@ -15,7 +15,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
         reflector::{ObjectRef, Store},
     },
     Api, Resource, ResourceExt,
@@ -24,6 +23,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
     desired::{self, Ownership},
+    events::Note,
     secret_source::Snapshot,
     status::{self, Observed, Outcome},
     ApiVerb, Context, Error,
@@ -97,20 +97,15 @@ async fn reconcile_one(xint: &ExternalIntegration, ctx: &Context) -> Result<Acti
         })?;
     }
     if let Some(t) = status::transition(previous, &next) {
-        let event = Event {
-            type_: if t.ready {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
+        let event = Note {
+            warning: !t.ready,
             reason: t.reason,
-            note: Some(t.message),
             action: "Reconcile".into(),
-            secondary: None,
+            message: t.message,
         };
         // Events are a courtesy on top of the status: a failure to publish one is logged,
         // not retried.
-        if let Err(e) = ctx.recorder.publish(&event, &xint.object_ref(&())).await {
+        if let Err(e) = ctx.events.publish(&event, &xint.object_ref(&())).await {
             tracing::warn!(namespace, name, error = %e, "could not publish an Event");
         }
     }

@@ -3,8 +3,8 @@
 //! The controller keeps reflector stores of the cluster's Secrets and ConfigMaps (all but the
 //! ones it generates). A reconciliation takes a [`Snapshot`] of exactly the objects its spec
 //! names before rendering, so a Secret rotated halfway through cannot pair a new certificate
-//! with an old key. [`referencing`] is the reverse lookup the watches use: which integrations
-//! must re-render when a given Secret or ConfigMap changes.
+//! with an old key. The reverse lookup, which integrations must re-render when a given Secret or
+//! ConfigMap changes, is [`super::references`].
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 /// A kind of object an integration can reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RefKind {
     Secret,
     ConfigMap,
@@ -102,38 +102,12 @@ impl SecretSource for Snapshot {
     }
 }
 
-/// The integrations (among `integrations`) in `namespace` whose spec names the `kind` object
-/// `name`: the ones a change to that object must re-render, and no others.
-pub fn referencing<'a>(
-    integrations: impl IntoIterator<Item = &'a ExternalIntegration>,
-    kind: RefKind,
-    namespace: &str,
-    name: &str,
-) -> Vec<ObjectRef<ExternalIntegration>> {
-    integrations
-        .into_iter()
-        .filter(|x| x.metadata.namespace.as_deref() == Some(namespace))
-        .filter(|x| {
-            let (secrets, config_maps) = referenced_objects(&x.spec);
-            let names = match kind {
-                RefKind::Secret => secrets,
-                RefKind::ConfigMap => config_maps,
-            };
-            names.iter().any(|n| n == name)
-        })
-        .filter_map(|x| {
-            let n = x.metadata.name.as_deref()?;
-            Some(ObjectRef::new(n).within(namespace))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, ByteString};
 
     use super::*;
-    use crate::controller::fixtures::{api_key_secret, xint};
+    use crate::controller::fixtures::api_key_secret;
 
     #[test]
     fn reads_keys_from_secrets_and_config_maps() {
@@ -173,15 +147,5 @@ mod tests {
             s.secret_key("ca", "a").unwrap_err(),
             SourceError::ObjectNotFound
         );
-    }
-
-    #[test]
-    fn referencing_finds_exactly_the_users_of_an_object() {
-        let a = xint("a", "payments", "stripe-key");
-        let b = xint("b", "payments", "other-key");
-        let c = xint("c", "billing", "stripe-key");
-        let found = referencing([&a, &b, &c], RefKind::Secret, "payments", "stripe-key");
-        assert_eq!(found, vec![ObjectRef::new("a").within("payments")]);
-        assert!(referencing([&a, &b, &c], RefKind::ConfigMap, "payments", "stripe-key").is_empty());
     }
 }

@@ -291,8 +291,8 @@ pub async fn a_mismatched_or_expired_client_pair_is_certificate_invalid_and_the_
                 && message.contains(says),
             "{case}: {message}"
         );
-        // (A repeat of the same reason is counted in the first Event's series by the recorder,
-        // so the note is the first case's.)
+        // (The same reason again is no transition and publishes nothing, so the Event's note
+        // is the first case's.)
         eventually(
             &format!("{case}: a Warning Event naming the Secret"),
             WAIT,

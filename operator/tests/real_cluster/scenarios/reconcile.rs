@@ -726,6 +726,27 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
         .unwrap();
     wait_ready(&xints, "pay", "True", "Reconciled").await;
     secret_value("sk_three").await;
+    // Ready again with the same message within six minutes: one Event, its series counting 2.
+    eventually(
+        "the second Ready=True counted in the first Reconciled Event's series",
+        WAIT,
+        async || {
+            let events = events(c, ns, "pay").await;
+            let reconciled: Vec<&Event> = events
+                .iter()
+                .filter(|e| is_event(e, "Normal", "Reconciled", "up to date"))
+                .collect();
+            match reconciled.as_slice() {
+                [one] => one
+                    .series
+                    .as_ref()
+                    .is_some_and(|s| s.count == 2)
+                    .then_some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 
     // An invalid spec that 1.20 lets through (its CEL rules are not enforced before 1.25): the
     // operator's own validation names the field; the generated objects stay.
