@@ -77,7 +77,7 @@ impl EventPublisher {
     }
 
     /// Creates the Event, or, when the same one was published less than six minutes ago,
-    /// counts the repeat in that Event's `series`.
+    /// counts the repeat in that Event's `series` (a new Event if that one is gone).
     pub async fn publish(
         &self,
         note: &Note,
@@ -88,31 +88,34 @@ impl EventPublisher {
         let repeat = self.recent().repeat_of(key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
-        let published = match repeat {
-            Some(previous) => {
-                let count = previous.count.saturating_add(1);
-                api.patch(
-                    &previous.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(series_patch(count, now)),
-                )
-                .await?;
-                Published {
-                    name: previous.name,
-                    count,
-                    last_seen: now,
+        if let Some(previous) = repeat {
+            let count = previous.count.saturating_add(1);
+            let patch = Patch::Merge(series_patch(count, now));
+            match api
+                .patch(&previous.name, &PatchParams::default(), &patch)
+                .await
+            {
+                Ok(_) => {
+                    let published = Published {
+                        name: previous.name,
+                        count,
+                        last_seen: now,
+                    };
+                    self.recent().by_key.insert(key, published);
+                    return Ok(());
                 }
+                // Deleted meanwhile (by hand, or its TTL ran out): the repeat starts a new one.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
             }
-            None => {
-                let event = new_event(note, regarding, &self.controller, &self.instance, now);
-                let name = event.metadata.name.clone().unwrap_or_default();
-                api.create(&PostParams::default(), &event).await?;
-                Published {
-                    name,
-                    count: 1,
-                    last_seen: now,
-                }
-            }
+        }
+        let event = new_event(note, regarding, &self.controller, &self.instance, now);
+        let name = event.metadata.name.clone().unwrap_or_default();
+        api.create(&PostParams::default(), &event).await?;
+        let published = Published {
+            name,
+            count: 1,
+            last_seen: now,
         };
         self.recent().by_key.insert(key, published);
         Ok(())

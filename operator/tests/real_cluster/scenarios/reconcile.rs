@@ -727,7 +727,7 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
     wait_ready(&xints, "pay", "True", "Reconciled").await;
     secret_value("sk_three").await;
     // Ready again with the same message within six minutes: one Event, its series counting 2.
-    eventually(
+    let series_event = eventually(
         "the second Ready=True counted in the first Reconciled Event's series",
         WAIT,
         async || {
@@ -737,11 +737,9 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
                 .filter(|e| is_event(e, "Normal", "Reconciled", "up to date"))
                 .collect();
             match reconciled.as_slice() {
-                [one] => one
-                    .series
-                    .as_ref()
-                    .is_some_and(|s| s.count == 2)
-                    .then_some(()),
+                [one] if one.series.as_ref().is_some_and(|s| s.count == 2) => {
+                    one.metadata.name.clone()
+                }
                 _ => None,
             }
         },
@@ -760,10 +758,32 @@ pub async fn integration_lifecycle(c: &mut Cluster) {
         "InvalidSpec does not name the field: {message}"
     );
     assert!(cms.get("attache-pay").await.unwrap().data.unwrap()["config.json"].contains("17s"));
+    // That Event deleted meanwhile: the next Ready=True (a repeat within the window) cannot
+    // count in its series and publishes a new Event instead.
+    let event_api: Api<Event> = Api::namespaced(c.admin.clone(), ns);
+    event_api
+        .delete(&series_event, &DeleteParams::default())
+        .await
+        .unwrap();
     apply_all(&c.admin, std::slice::from_ref(&xint))
         .await
         .unwrap();
     wait_ready(&xints, "pay", "True", "Reconciled").await;
+    eventually(
+        "a new Reconciled Event after the series' Event was deleted",
+        WAIT,
+        async || {
+            events(c, ns, "pay")
+                .await
+                .iter()
+                .any(|e| {
+                    is_event(e, "Normal", "Reconciled", "up to date")
+                        && e.metadata.name.as_deref() != Some(series_event.as_str())
+                })
+                .then_some(())
+        },
+    )
+    .await;
 
     // Deleted → the garbage collector removes what the operator generated; the operator
     // neither re-creates it nor deletes anything itself, and the user's Secret stays as it is.
