@@ -39,7 +39,6 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import run as b
 
@@ -122,15 +121,10 @@ def main():
     ap.add_argument("--samples", type=int, default=60, help="calls per variant and round (≥ 50 for a p99)")
     ap.add_argument("--rate", type=int, default=20, help="calls per second (one at a time)")
     ap.add_argument("--fresh-starts", type=int, default=50, help="fresh sidecars, one first call each")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--bin-dir", type=Path, default=None,
-                    help="where the release attache-sidecar and attache-bench are (default: CARGO_TARGET_DIR/release)")
+    b.add_binary_args(ap)
     args = ap.parse_args()
     b.OUT.mkdir(parents=True, exist_ok=True)
-    if not args.no_build:
-        b.build()
-    bin_dir = args.bin_dir or b.target_dir() / "release"
-    sidecar, bench = bin_dir / "attache-sidecar", bin_dir / "attache-bench"
+    sidecar, bench = b.release_binaries(args)
 
     pki = b.OUT / "pki"
     b.run([str(bench), "pki", "--out", str(pki)])

@@ -31,7 +31,6 @@ import re
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import run as b
 
@@ -136,16 +135,11 @@ def main():
     ap.add_argument("--counts", default="1,10,50", help="integration counts (the injector allows up to 79)")
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--starts", type=int, default=4, help="extra starts for the exec-to-ready median")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--bin-dir", type=Path, default=None,
-                    help="where the release attache-sidecar and attache-bench are (default: CARGO_TARGET_DIR/release)")
+    b.add_binary_args(ap)
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     b.OUT.mkdir(parents=True, exist_ok=True)
-    if not args.no_build:
-        b.build()
-    bin_dir = args.bin_dir or b.target_dir() / "release"
-    sidecar, bench = bin_dir / "attache-sidecar", bin_dir / "attache-bench"
+    sidecar, bench = b.release_binaries(args)
     pki = b.OUT / "pki"
     b.run([str(bench), "pki", "--out", str(pki)])
     cfg_dir = b.write_attache_config(pki)

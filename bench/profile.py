@@ -51,14 +51,10 @@ def main():
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--top", type=int, default=30)
-    ap.add_argument("--no-build", action="store_true")
+    b.add_binary_args(ap)
     args = ap.parse_args()
     b.OUT.mkdir(parents=True, exist_ok=True)
-    if args.no_build:
-        sidecar = b.target_dir() / "release/attache-sidecar"
-        bench = b.target_dir() / "release/attache-bench"
-    else:
-        sidecar, bench = b.build()
+    sidecar, bench = b.release_binaries(args)
     pki = b.OUT / "pki"
     b.run([str(bench), "pki", "--out", str(pki)])
     cfg = b.write_attache_config(pki)

@@ -118,6 +118,21 @@ def build():
     return target_dir() / "release/attache-sidecar", target_dir() / "release/attache-bench"
 
 
+def add_binary_args(ap):
+    """The scripts' `--no-build` and `--bin-dir` flags, read by release_binaries."""
+    ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    ap.add_argument("--bin-dir", type=Path, default=None,
+                    help="where the release attache-sidecar and attache-bench are (default: CARGO_TARGET_DIR/release)")
+
+
+def release_binaries(args):
+    """The release sidecar and attache-bench: built first unless --no-build."""
+    if not args.no_build:
+        build()
+    bin_dir = args.bin_dir or target_dir() / "release"
+    return bin_dir / "attache-sidecar", bin_dir / "attache-bench"
+
+
 # --- processes -------------------------------------------------------------------------------
 
 def http_ok(url, timeout=0.2):
@@ -403,15 +418,21 @@ class Target:
         self.idle_rss_kib = None
 
 
-def start_attache(sidecar, cfg_dir):
-    cmd = pinned(1, [str(sidecar), "run", "--manifest", str(cfg_dir / "bench.yaml"),
-                     "--secrets-dir", str(cfg_dir / "secrets"), "--first-port", str(ATTACHE_PORT),
-                     "--proxy-addr", "127.0.0.1:18080", "--admin-addr", ATTACHE_ADMIN,
+def start_sidecar(name, sidecar, cfg_dir, manifest, port, proxy_addr, admin_addr):
+    """A release sidecar on CPU 1 with one worker thread, as every attache target runs."""
+    cmd = pinned(1, [str(sidecar), "run", "--manifest", str(cfg_dir / manifest),
+                     "--secrets-dir", str(cfg_dir / "secrets"), "--first-port", str(port),
+                     "--proxy-addr", proxy_addr, "--admin-addr", admin_addr,
                      "--worker-threads", "1", "--log-level", "warn"])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t = Target("attache", f"http://127.0.0.1:{ATTACHE_PORT}/", [], proc)
-    t.ready_s = wait_ready(f"http://{ATTACHE_ADMIN}/readyz", proc)
+    t = Target(name, f"http://127.0.0.1:{port}/", [], proc)
+    t.ready_s = wait_ready(f"http://{admin_addr}/readyz", proc)
     return t
+
+
+def start_attache(sidecar, cfg_dir):
+    return start_sidecar("attache", sidecar, cfg_dir, "bench.yaml", ATTACHE_PORT, "127.0.0.1:18080",
+                         ATTACHE_ADMIN)
 
 
 def start_envoy(envoy, cfg):
@@ -441,14 +462,8 @@ def start_hop(bench):
 
 
 def start_attache_plain(sidecar, cfg_dir):
-    cmd = pinned(1, [str(sidecar), "run", "--manifest", str(cfg_dir / "plain/bench.yaml"),
-                     "--secrets-dir", str(cfg_dir / "secrets"), "--first-port", str(ATTACHE_PLAIN_PORT),
-                     "--proxy-addr", "127.0.0.1:18081", "--admin-addr", ATTACHE_PLAIN_ADMIN,
-                     "--worker-threads", "1", "--log-level", "warn"])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t = Target("attache-plain", f"http://127.0.0.1:{ATTACHE_PLAIN_PORT}/", [], proc)
-    t.ready_s = wait_ready(f"http://{ATTACHE_PLAIN_ADMIN}/readyz", proc)
-    return t
+    return start_sidecar("attache-plain", sidecar, cfg_dir, "plain/bench.yaml", ATTACHE_PLAIN_PORT,
+                         "127.0.0.1:18081", ATTACHE_PLAIN_ADMIN)
 
 
 def load_run(client, target, seconds, rate=None, conns=16):

@@ -2,91 +2,17 @@
 //! `upstream --plain`, and `upstream --log-handshakes` (with and without `--no-resumption`)
 //! behind the load client asking for `/close`, so that every request needs a new connection.
 
-use std::{
-    io::{BufRead, BufReader, Read},
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
-};
+use std::path::Path;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_attache-bench");
+mod support;
 
-/// An `attache-bench` server on a free port (it prints `listening on ADDR` first), killed on
-/// drop; the rest of its stdout stays readable.
-struct Server {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-}
+use support::{mtls_args, pki, Server};
 
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start attache-bench");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
-        Self {
-            child,
-            stdout,
-            addr,
-        }
-    }
-
-    /// Stops the server and returns what it printed after the listening line.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut rest = String::new();
-        let _ = self.stdout.read_to_string(&mut rest);
-        rest
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pki() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("pki");
-    let status = Command::new(BIN)
-        .args(["pki", "--out"])
-        .arg(&out)
-        .status()
-        .expect("run pki");
-    assert!(status.success());
-    (dir, out)
-}
-
+/// The load client's report; the test fails with its stderr when it does not run.
 fn load(args: &[String]) -> Value {
-    let out = Command::new(BIN)
-        .arg("load")
-        .args(args)
-        .output()
-        .expect("run load");
-    assert!(
-        out.status.success(),
-        "load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON report")
+    support::load(args).unwrap_or_else(|e| panic!("load failed: {e}"))
 }
 
 fn count(report: &Value, field: &str) -> u64 {
@@ -158,14 +84,7 @@ fn handshakes_of_five_closing_requests(pki: &Path, extra: &[&str]) -> Vec<String
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for (flag, file) in [
-        ("--cacert", "ca.crt"),
-        ("--cert", "client.crt"),
-        ("--key", "client.key"),
-    ] {
-        load_args.push(flag.into());
-        load_args.push(pki.join(file).display().to_string());
-    }
+    load_args.extend(mtls_args(pki));
     let r = load(&load_args);
     assert_eq!(count(&r, "ok"), 5, "{r}");
     upstream.stop().lines().map(str::to_string).collect()

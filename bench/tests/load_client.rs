@@ -2,84 +2,16 @@
 //! `attache-bench upstream`, and small raw HTTP servers that misbehave on purpose.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     thread,
 };
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_attache-bench");
+mod support;
 
-/// `attache-bench upstream` on a free port, killed on drop.
-struct Upstream {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Upstream {
-    fn start(certs: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["upstream", "--addr", "127.0.0.1:0", "--certs"])
-            .arg(certs)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start upstream");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
-        Self { child, addr }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pki() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("pki");
-    let status = Command::new(BIN)
-        .args(["pki", "--out"])
-        .arg(&out)
-        .status()
-        .expect("run pki");
-    assert!(status.success());
-    (dir, out)
-}
-
-/// Runs `attache-bench load ARGS`, returning the parsed report, or stderr on failure.
-fn load(args: &[&str]) -> Result<Value, String> {
-    let out = Command::new(BIN)
-        .arg("load")
-        .args(args)
-        .output()
-        .expect("run load");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(serde_json::from_slice(&out.stdout).expect("a JSON report"))
-}
-
-fn mtls_args(pki: &Path) -> Vec<String> {
-    ["ca.crt", "client.crt", "client.key"]
-        .iter()
-        .zip(["--cacert", "--cert", "--key"])
-        .flat_map(|(file, flag)| [flag.to_string(), pki.join(file).display().to_string()])
-        .collect()
-}
+use support::{load, mtls_args, pki, Server};
 
 fn n(report: &Value, field: &str) -> f64 {
     report[field]
@@ -90,7 +22,7 @@ fn n(report: &Value, field: &str) -> f64 {
 #[test]
 fn fixed_rate_over_mtls_sends_the_scheduled_number_of_requests() {
     let (_dir, pki) = pki();
-    let up = Upstream::start(&pki);
+    let up = Server::upstream(&pki);
     let url = format!("https://localhost:{}/", up.addr.port());
     let mut args = vec![
         "--url",
@@ -120,7 +52,7 @@ fn fixed_rate_over_mtls_sends_the_scheduled_number_of_requests() {
 #[test]
 fn request_budget_is_exact_in_the_closed_loop() {
     let (_dir, pki) = pki();
-    let up = Upstream::start(&pki);
+    let up = Server::upstream(&pki);
     let url = format!("https://localhost:{}/", up.addr.port());
     let tls = mtls_args(&pki);
     let mut args = vec!["--url", &url, "--requests", "37", "--connections", "3"];
@@ -133,7 +65,7 @@ fn request_budget_is_exact_in_the_closed_loop() {
 #[test]
 fn a_missing_client_certificate_is_a_transport_failure_not_a_success() {
     let (_dir, pki) = pki();
-    let up = Upstream::start(&pki);
+    let up = Server::upstream(&pki);
     let url = format!("https://localhost:{}/", up.addr.port());
     let ca = pki.join("ca.crt").display().to_string();
     // The upstream requires a client certificate: without one, the handshake (TLS 1.3: the

@@ -15,6 +15,7 @@
 //!   rules offline; [`manifests`]: reading YAML/JSON inputs; [`crd`]: the CRD, generated.
 //! - [`check`]: the health questions `attache-operator check` asks a cluster.
 //! - [`rbac`]: every API call the operator makes, as RBAC sees it; [`metrics`]: its families.
+//! - [`relisted`]: an index kept from a watch's events (the webhook's and the controller's).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -30,6 +31,7 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod rbac;
+pub mod relisted;
 pub mod render;
 pub mod run;
 pub mod validate;

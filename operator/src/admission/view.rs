@@ -25,6 +25,8 @@ use kube::{
     Client, ResourceExt,
 };
 
+use crate::relisted::Relisted;
+
 /// The cluster as the webhook sees it.
 pub trait ClusterView: Send + Sync {
     /// Whether the caches hold a full listing; before that, admissions are answered with an
@@ -63,19 +65,10 @@ pub struct KubeView {
 /// admission's time) and held every object a second time on the leader.
 #[derive(Clone, Default)]
 pub struct IntegrationIndex {
-    inner: Arc<RwLock<IndexState>>,
+    inner: Arc<RwLock<Relisted<ByNamespace>>>,
 }
 
 type ByNamespace = HashMap<String, BTreeMap<String, bool>>;
-
-#[derive(Default)]
-struct IndexState {
-    live: ByNamespace,
-    /// A (re)listing in progress: it replaces `live` when complete.
-    listing: Option<ByNamespace>,
-    /// A first listing completed.
-    listed: bool,
-}
 
 // === impl StaticView ===
 
@@ -225,34 +218,7 @@ impl IntegrationIndex {
     /// Applies one event of a watch on every ExternalIntegration.
     pub fn apply_watcher_event(&self, event: &watcher::Event<ExternalIntegration>) {
         let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        match event {
-            watcher::Event::Init => state.listing = Some(ByNamespace::new()),
-            watcher::Event::InitApply(x) => {
-                if let Some(listing) = state.listing.as_mut() {
-                    insert(listing, x);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(listing) = state.listing.take() {
-                    state.live = listing;
-                }
-                state.listed = true;
-            }
-            watcher::Event::Apply(x) => insert(&mut state.live, x),
-            watcher::Event::Delete(x) => {
-                let (Some(ns), Some(name)) =
-                    (x.metadata.namespace.as_deref(), x.metadata.name.as_deref())
-                else {
-                    return;
-                };
-                if let Some(names) = state.live.get_mut(ns) {
-                    names.remove(name);
-                    if names.is_empty() {
-                        state.live.remove(ns);
-                    }
-                }
-            }
-        }
+        state.apply(event, insert, remove);
     }
 
     fn listed(&self) -> bool {
@@ -275,6 +241,19 @@ impl IntegrationIndex {
     fn len(&self) -> usize {
         let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
         state.live.values().map(BTreeMap::len).sum()
+    }
+}
+
+fn remove(index: &mut ByNamespace, x: &ExternalIntegration) {
+    let (Some(ns), Some(name)) = (x.metadata.namespace.as_deref(), x.metadata.name.as_deref())
+    else {
+        return;
+    };
+    if let Some(names) = index.get_mut(ns) {
+        names.remove(name);
+        if names.is_empty() {
+            index.remove(ns);
+        }
     }
 }
 

@@ -202,18 +202,20 @@ pub async fn run(
         watcher::Config::default()
             .labels(NOT_OWNED_SELECTOR)
             .fields(SECRET_FIELD_SELECTOR),
+        |_| {},
     );
     let (referenced_config_maps, referenced_config_maps_events) = reflect(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(NOT_OWNED_SELECTOR),
+        |_| {},
     );
     // The generated objects are cached with a digest of their data instead of the data.
-    let (owned_secrets, owned_secrets_events) = reflect_with(
+    let (owned_secrets, owned_secrets_events) = reflect(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(OWNED_SELECTOR),
         desired::digest_secret,
     );
-    let (owned_config_maps, owned_config_maps_events) = reflect_with(
+    let (owned_config_maps, owned_config_maps_events) = reflect(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(OWNED_SELECTOR),
         desired::digest_config_map,
@@ -340,28 +342,8 @@ fn users<K: Resource>(
 
 /// A watch feeding a store, and the stream of changed objects for the controller's triggers.
 /// Cached objects lose their managed fields and last-applied annotation (memory, and the
-/// latter can hold secret values).
+/// latter can hold secret values), and `shrink` drops what else their readers do not need.
 fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    reflect_with(api, config, |_: &mut K| {})
-}
-
-/// [`reflect`], with `shrink` applied to every object before it is cached.
-fn reflect_with<K>(
     api: Api<K>,
     config: watcher::Config,
     shrink: fn(&mut K),

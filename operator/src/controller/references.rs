@@ -14,18 +14,12 @@ use attache_api::{render::referenced_objects, ExternalIntegration};
 use kube::runtime::{reflector::ObjectRef, watcher};
 
 use super::secret_source::RefKind;
+use crate::relisted::Relisted;
 
 /// The reverse index, shared by the watches that read it and the watch that keeps it.
 #[derive(Clone, Default)]
 pub struct ReferenceIndex {
-    inner: Arc<RwLock<State>>,
-}
-
-#[derive(Default)]
-struct State {
-    live: Index,
-    /// A (re)listing in progress: it replaces `live` when complete.
-    listing: Option<Index>,
+    inner: Arc<RwLock<Relisted<Index>>>,
 }
 
 /// An object an integration can name: namespace, kind, name.
@@ -45,25 +39,11 @@ impl ReferenceIndex {
     /// Applies one event of the watch on every ExternalIntegration.
     pub fn apply_watcher_event(&self, event: &watcher::Event<ExternalIntegration>) {
         let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        match event {
-            watcher::Event::Init => state.listing = Some(Index::default()),
-            watcher::Event::InitApply(x) => {
-                if let Some(listing) = state.listing.as_mut() {
-                    listing.set(x);
-                }
+        state.apply(event, Index::set, |index, x| {
+            if let Some(id) = id(x) {
+                index.remove(&id);
             }
-            watcher::Event::InitDone => {
-                if let Some(listing) = state.listing.take() {
-                    state.live = listing;
-                }
-            }
-            watcher::Event::Apply(x) => state.live.set(x),
-            watcher::Event::Delete(x) => {
-                if let Some(id) = id(x) {
-                    state.live.remove(&id);
-                }
-            }
-        }
+        });
     }
 
     /// The integrations in `namespace` whose spec names the `kind` object `name`.
