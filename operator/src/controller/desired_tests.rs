@@ -112,7 +112,7 @@ fn an_integration_without_uid_cannot_own() {
 #[test]
 fn ownership_follows_the_controller_reference() {
     let x = xint("stripe", "payments", "stripe-key");
-    let ours = desired(&x, &rendered(&x, 1)).unwrap().config_map.metadata;
+    let ours = Seen::of(&desired(&x, &rendered(&x, 1)).unwrap().config_map);
     assert_eq!(ownership(None, "uid-payments-stripe"), Ownership::Absent);
     assert_eq!(
         ownership(Some(&ours), "uid-payments-stripe"),
@@ -123,21 +123,25 @@ fn ownership_follows_the_controller_reference() {
         ownership(Some(&ours), "uid-new"),
         Ownership::Foreign(m) if m.contains("uid-payments-stripe")
     ));
-    let foreign = ObjectMeta {
-        name: Some("attache-stripe".into()),
-        ..Default::default()
-    };
-    assert_eq!(
-        ownership(Some(&foreign), "uid-payments-stripe"),
-        Ownership::Foreign("it has no controller".into())
-    );
+    // Only the controller reference counts.
+    let mut shared = ConfigMap::default();
+    shared.metadata.owner_references = Some(vec![OwnerReference {
+        controller: None,
+        ..owner_reference(&x).unwrap()
+    }]);
+    for foreign in [ConfigMap::default(), shared] {
+        assert_eq!(
+            ownership(Some(&Seen::of(&foreign)), "uid-payments-stripe"),
+            Ownership::Foreign("it has no controller".into())
+        );
+    }
 }
 
 #[test]
 fn up_to_date_compares_what_the_operator_sets() {
     let x = xint("stripe", "payments", "stripe-key");
     let d = desired(&x, &rendered(&x, 1)).unwrap();
-    // As stored: extra metadata and labels added by others do not matter.
+    // As stored: extra metadata, labels and owners added by others do not matter.
     let mut stored = d.clone();
     stored.config_map.metadata.resource_version = Some("42".into());
     stored
@@ -147,17 +151,23 @@ fn up_to_date_compares_what_the_operator_sets() {
         .as_mut()
         .unwrap()
         .insert("team".into(), "payments".into());
+    stored
+        .config_map
+        .metadata
+        .owner_references
+        .as_mut()
+        .unwrap()
+        .push(OwnerReference {
+            controller: None,
+            uid: "u2".into(),
+            ..owner_reference(&x).unwrap()
+        });
     stored.secret.metadata.uid = Some("u".into());
-    let cached = |mut d: Desired| {
-        digest_config_map(&mut d.config_map);
-        digest_secret(&mut d.secret);
-        d
-    };
-    let stored = cached(stored);
-    assert!(config_map_up_to_date(&stored.config_map, &d.config_map));
-    assert!(secret_up_to_date(&stored.secret, &d.secret));
+    assert!(Seen::of(&stored.config_map).up_to_date(&d.config_map));
+    assert!(Seen::of(&stored.secret).up_to_date(&d.secret));
 
-    // A rotated credential, a re-divided limit, a removed label: out of date.
+    // A rotated credential, a re-divided limit, a removed or changed label, another type,
+    // binary data, another controller: out of date.
     let other = desired(
         &x,
         &render(
@@ -168,13 +178,22 @@ fn up_to_date_compares_what_the_operator_sets() {
         .unwrap(),
     )
     .unwrap();
-    assert!(!secret_up_to_date(&cached(other).secret, &d.secret));
+    assert!(!Seen::of(&other.secret).up_to_date(&d.secret));
     let mut unlabelled = d.clone();
     unlabelled.config_map.metadata.labels = None;
-    assert!(!config_map_up_to_date(
-        &cached(unlabelled).config_map,
-        &d.config_map
-    ));
+    assert!(!Seen::of(&unlabelled.config_map).up_to_date(&d.config_map));
+    let mut relabelled = d.clone();
+    relabelled
+        .secret
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(INTEGRATION_LABEL.into(), "twilio".into());
+    assert!(!Seen::of(&relabelled.secret).up_to_date(&d.secret));
+    let mut retyped = d.clone();
+    retyped.secret.type_ = None;
+    assert!(!Seen::of(&retyped.secret).up_to_date(&d.secret));
     let mut extra = d.clone();
     extra
         .secret
@@ -182,7 +201,11 @@ fn up_to_date_compares_what_the_operator_sets() {
         .as_mut()
         .unwrap()
         .insert("stale".into(), ByteString(b"x".to_vec()));
-    assert!(!secret_up_to_date(&cached(extra).secret, &d.secret));
+    assert!(!Seen::of(&extra.secret).up_to_date(&d.secret));
+    let mut binary = d.clone();
+    binary.config_map.binary_data =
+        Some(BTreeMap::from([("blob".into(), ByteString(b"x".to_vec()))]));
+    assert!(!Seen::of(&binary.config_map).up_to_date(&d.config_map));
     let mut edited = d.clone();
     edited
         .config_map
@@ -191,48 +214,22 @@ fn up_to_date_compares_what_the_operator_sets() {
         .unwrap()
         .values_mut()
         .for_each(|v| v.push(' '));
-    assert!(!config_map_up_to_date(
-        &cached(edited).config_map,
-        &d.config_map
-    ));
-    // An object cached before its data was digested (or by an older operator) is rewritten.
-    assert!(!config_map_up_to_date(&d.config_map, &d.config_map));
+    assert!(!Seen::of(&edited.config_map).up_to_date(&d.config_map));
+    let mut recreated = x.clone();
+    recreated.metadata.uid = Some("uid-new".into());
+    let newer = desired(&recreated, &rendered(&recreated, 1)).unwrap();
+    assert!(!Seen::of(&d.config_map).up_to_date(&newer.config_map));
 }
 
 #[test]
-fn a_cached_generated_object_keeps_a_digest_of_its_data_not_the_data() {
+fn what_is_remembered_of_a_generated_secret_holds_no_secret_value() {
     let x = xint("stripe", "payments", "stripe-key");
-    let mut d = desired(&x, &rendered(&x, 1)).unwrap();
-    let secret_values: Vec<Vec<u8>> = d
-        .secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(_, v)| v.0.clone())
-        .collect();
-    digest_secret(&mut d.secret);
-    digest_config_map(&mut d.config_map);
-    let keys = |m: Option<Vec<String>>| m.unwrap_or_default();
-    assert_eq!(
-        keys(d.secret.data.as_ref().map(|m| m.keys().cloned().collect())),
-        vec![DATA_DIGEST_KEY.to_string()]
-    );
-    assert_eq!(
-        keys(
-            d.config_map
-                .data
-                .as_ref()
-                .map(|m| m.keys().cloned().collect())
-        ),
-        vec![DATA_DIGEST_KEY.to_string()]
-    );
-    let cached = format!("{:?}", d.secret);
-    for v in secret_values {
-        let v = String::from_utf8_lossy(&v).to_string();
-        assert!(
-            v.is_empty() || !cached.contains(&v),
-            "a secret value stayed in the cache"
-        );
+    let d = desired(&x, &rendered(&x, 1)).unwrap();
+    let remembered = format!("{:?}", Seen::of(&d.secret));
+    for (_, v) in d.secret.data.iter().flatten() {
+        let v = String::from_utf8_lossy(&v.0).to_string();
+        assert!(!v.is_empty());
+        assert!(!remembered.contains(&v), "a secret value is remembered");
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`desired`], [`status`]: pure functions computing what to write.
 //! - [`secret_source`]: the referenced Secrets/ConfigMaps as the renderer reads them.
 //! - [`references`]: which integrations reference a Secret or ConfigMap (the watches' triggers).
+//! - [`owned`]: the generated objects as remembered: controller and digest, not the object.
 //! - [`pods`]: counting the pods that use each integration, damped for shared rate limits.
 //! - [`reconcile`](mod@reconcile): the thin I/O shell of one reconciliation.
 //! - [`events`]: the Events on Ready transitions, repeats counted as series.
@@ -17,8 +18,9 @@
 //! | other Secrets, ConfigMaps | `managed-by!=attache-operator` (and no Helm release Secrets) | exactly the integrations that reference them |
 //! | pods (metadata only) | `attache.dev/injected=true` | the integrations whose pod count changed, damped |
 //!
-//! The first three feed reflector stores and the pod watch feeds counts: reconciliations read
-//! Secrets, generated objects and pod counts from memory, write only what changed, and the
+//! The integrations and the other Secrets and ConfigMaps feed reflector stores, the generated
+//! objects an [`OwnedCache`] and the pod watch feeds counts: reconciliations read Secrets,
+//! generated objects and pod counts from memory, write only what changed, and the
 //! steady state makes no API calls at all. A generated name already taken by an object the
 //! operator does not control is refused (`NameTaken`), seen in the same caches.
 
@@ -48,6 +50,7 @@ use crate::{contract, metrics::ControllerMetrics};
 pub mod desired;
 mod error;
 pub mod events;
+pub mod owned;
 pub mod pods;
 pub mod reconcile;
 pub mod references;
@@ -60,6 +63,7 @@ mod fixtures;
 pub use error::{ApiVerb, Error};
 
 use events::EventPublisher;
+use owned::OwnedCache;
 use pods::{DampingSettings, PodTracker};
 use references::ReferenceIndex;
 use secret_source::RefKind;
@@ -114,13 +118,13 @@ impl Default for Settings {
     }
 }
 
-/// The reflector stores reconciliations read from.
+/// The caches reconciliations read from.
 #[derive(Clone)]
 pub struct Stores {
     pub referenced_secrets: Store<Secret>,
     pub referenced_config_maps: Store<ConfigMap>,
-    pub owned_secrets: Store<Secret>,
-    pub owned_config_maps: Store<ConfigMap>,
+    pub owned_secrets: OwnedCache<Secret>,
+    pub owned_config_maps: OwnedCache<ConfigMap>,
 }
 
 /// What every reconciliation shares.
@@ -142,8 +146,8 @@ impl Context {
         // `wait_until_ready` fails only when the writer is dropped, which ends the controller.
         let _ = self.stores.referenced_secrets.wait_until_ready().await;
         let _ = self.stores.referenced_config_maps.wait_until_ready().await;
-        let _ = self.stores.owned_secrets.wait_until_ready().await;
-        let _ = self.stores.owned_config_maps.wait_until_ready().await;
+        self.stores.owned_secrets.wait_until_ready().await;
+        self.stores.owned_config_maps.wait_until_ready().await;
         self.pods.wait_ready().await;
     }
 
@@ -202,24 +206,14 @@ pub async fn run(
         watcher::Config::default()
             .labels(NOT_OWNED_SELECTOR)
             .fields(SECRET_FIELD_SELECTOR),
-        |_| {},
     );
     let (referenced_config_maps, referenced_config_maps_events) = reflect(
         Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().labels(NOT_OWNED_SELECTOR),
-        |_| {},
     );
-    // The generated objects are cached with a digest of their data instead of the data.
-    let (owned_secrets, owned_secrets_events) = reflect(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(OWNED_SELECTOR),
-        desired::digest_secret,
-    );
-    let (owned_config_maps, owned_config_maps_events) = reflect(
-        Api::<ConfigMap>::all(client.clone()),
-        watcher::Config::default().labels(OWNED_SELECTOR),
-        desired::digest_config_map,
-    );
+    let (owned_secrets, owned_secrets_events) = remember(Api::<Secret>::all(client.clone()));
+    let (owned_config_maps, owned_config_maps_events) =
+        remember(Api::<ConfigMap>::all(client.clone()));
 
     let pods = PodTracker::new(settings.damping);
     let (pod_triggers, pod_trigger_rx) = mpsc::unbounded_channel();
@@ -342,11 +336,10 @@ fn users<K: Resource>(
 
 /// A watch feeding a store, and the stream of changed objects for the controller's triggers.
 /// Cached objects lose their managed fields and last-applied annotation (memory, and the
-/// latter can hold secret values), and `shrink` drops what else their readers do not need.
+/// latter can hold secret values).
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
-    shrink: fn(&mut K),
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -363,13 +356,34 @@ where
     let (store, writer) = reflector::store();
     let events = watcher(api, config)
         .default_backoff()
-        .modify(move |obj| {
-            slim(obj);
-            shrink(obj);
-        })
+        .modify(slim)
         .reflect(writer)
         .touched_objects();
     (store, events)
+}
+
+/// The watch on the generated objects of kind `K`: it keeps their [`OwnedCache`] and yields
+/// the changed objects, whose owner references trigger their integrations.
+fn remember<K>(
+    api: Api<K>,
+) -> (
+    OwnedCache<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: desired::GeneratedKind + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let cache = OwnedCache::default();
+    let keeper = cache.clone();
+    let events = watcher(api, watcher::Config::default().labels(OWNED_SELECTOR))
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                keeper.apply_watcher_event(event);
+            }
+        })
+        .touched_objects();
+    (cache, events)
 }
 
 /// Drops what no reader of a cache needs from a watched object: its managed fields (most of an

@@ -22,8 +22,9 @@ use kube::{
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    desired::{self, Ownership},
+    desired::{self, GeneratedKind, Ownership, Seen},
     events::Note,
+    owned::OwnedCache,
     secret_source::Snapshot,
     status::{self, Observed, Outcome},
     ApiVerb, Context, Error,
@@ -150,13 +151,11 @@ async fn apply_generated(
         desired: &desired.secret,
         owned: &ctx.stores.owned_secrets,
         others: &ctx.stores.referenced_secrets,
-        up_to_date: desired::secret_up_to_date,
     };
     let config_map = Generated {
         desired: &desired.config_map,
         owned: &ctx.stores.owned_config_maps,
         others: &ctx.stores.referenced_config_maps,
-        up_to_date: desired::config_map_up_to_date,
     };
     // Both are checked before either is written: a name taken by someone else's ConfigMap
     // must not leave a half-generated integration behind.
@@ -171,20 +170,20 @@ async fn apply_generated(
     Ok(rendered.client_certificate_not_after)
 }
 
-/// One generated object: what it should be, and the stores of what is.
+/// One generated object: what it should be, and the caches of what is.
 struct Generated<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
     desired: &'a K,
     /// Objects labelled as the operator's.
-    owned: &'a Store<K>,
+    owned: &'a OwnedCache<K>,
     /// Every other object of the kind (the referenced-objects cache): an `attache-NAME` here
     /// is someone else's.
     others: &'a Store<K>,
-    up_to_date: fn(&K, &K) -> bool,
 }
 
 impl<K> Generated<'_, K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    K: GeneratedKind<DynamicType = ()>
+        + Resource<Scope = NamespaceResourceScope>
         + Clone
         + Debug
         + Serialize
@@ -197,10 +196,12 @@ where
     /// someone else's object. Reads only the caches: no API call.
     fn needs_apply(&self, namespace: &str, owner_uid: &str) -> Result<bool, Error> {
         let name = self.desired.name_any();
-        let at = ObjectRef::new(&name).within(namespace);
-        let existing = self.owned.get(&at).or_else(|| self.others.get(&at));
-        match desired::ownership(existing.as_deref().map(|e| e.meta()), owner_uid) {
-            Ownership::Ours => Ok(existing.is_none_or(|e| !(self.up_to_date)(&e, self.desired))),
+        let existing = self.owned.get(namespace, &name).or_else(|| {
+            let at = ObjectRef::new(&name).within(namespace);
+            self.others.get(&at).map(|other| Seen::of(&*other))
+        });
+        match desired::ownership(existing.as_ref(), owner_uid) {
+            Ownership::Ours => Ok(existing.is_none_or(|e| !e.up_to_date(self.desired))),
             Ownership::Absent => Ok(true),
             Ownership::Foreign(owner) => Err(name_taken(&K::kind(&()), name, owner)),
         }
