@@ -72,7 +72,7 @@ pub async fn serve<H, F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
+        let activity = Activity::new(&bounds.limits);
         let h = handler.clone();
         let act = activity.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -85,14 +85,13 @@ pub async fn serve<H, F>(
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
-        let limits = bounds.limits;
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
-                why = activity.expired(&limits) => {
+                why = activity.expired() => {
                     tracing::debug!(%peer, reason = why.as_str(), "closing the connection");
                 }
             }
