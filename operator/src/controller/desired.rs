@@ -185,15 +185,8 @@ impl GeneratedKind for Secret {
 impl Seen {
     /// What the controller remembers of `obj`.
     pub fn of<K: GeneratedKind>(obj: &K) -> Seen {
-        let meta = obj.meta();
-        let controller = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-            .cloned();
         Seen {
-            controller,
+            controller: controller_of(obj.meta()).cloned(),
             digest: digest(obj),
         }
     }
@@ -201,14 +194,16 @@ impl Seen {
     /// Whether applying `desired` over this object would change nothing the operator sets.
     /// Labels and owner references others added do not matter (an apply leaves them).
     pub fn up_to_date<K: GeneratedKind>(&self, desired: &K) -> bool {
-        let wanted = desired
-            .meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true));
-        self.controller.as_ref() == wanted && self.digest == digest(desired)
+        self.controller.as_ref() == controller_of(desired.meta()) && self.digest == digest(desired)
     }
+}
+
+/// An object's controller owner reference, if it has one.
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// The labels the operator sets on what it generates (see [`desired`]).
