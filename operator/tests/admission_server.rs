@@ -125,3 +125,41 @@ async fn without_a_certificate_handshakes_fail() {
         .await;
     assert!(result.is_err(), "no certificate, no handshake");
 }
+
+/// Admission runs on its own thread: it is answered while the runtime that started it (the
+/// operator's, busy with reconciliations at scale) cannot run anything at all.
+#[tokio::test(flavor = "current_thread")]
+async fn answers_while_the_operators_runtime_is_blocked() {
+    let material = material_at(SystemTime::now(), &CertPolicy::default());
+    let certs = Arc::new(CertResolver::default());
+    certs
+        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
+        .unwrap();
+    let mut server = start(view(), certs, InjectorSettings::default()).await;
+
+    let (addr, ca) = (server.addr, material.ca_bundle.clone());
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let answered = async {
+                let (mut client, _) = connect_h1(addr, &ca).await;
+                let body = serde_json::to_vec(&review_value("shop")).unwrap();
+                send(&mut client, post_mutate(body)).await.0
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), answered).await
+        })
+    });
+    // Joining blocks this runtime's only thread until the client has its answer (or gives up).
+    let status = client.join().unwrap();
+    assert_eq!(
+        status,
+        Ok(200),
+        "no answer while the caller's runtime was blocked"
+    );
+    assert_eq!(server.metrics.count(AdmissionResult::Injected), 1);
+    server.stop.take().unwrap().send(()).unwrap();
+    server.task.await.unwrap();
+}

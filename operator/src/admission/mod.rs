@@ -51,7 +51,7 @@ pub mod view;
 pub use metrics::{AdmissionMetrics, AdmissionResult};
 pub use mutate::{mutate, Decision, Injection, PodContext, Skip};
 pub use options::WebhookArgs;
-pub use server::{serve, ServeError, Webhook, WebhookServer};
+pub use server::{serve, serve_on_own_thread, ServeError, Webhook, WebhookServer};
 pub use settings::{native_sidecars_supported, AccessLog, InjectorSettings, SidecarResources};
 pub use view::{ClusterView, KubeView, StaticView};
 

@@ -59,6 +59,8 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error("invalid webhook option {0}")]
     Option(String),
+    #[error("cannot run the webhook's thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 // === impl WebhookServer ===
@@ -249,19 +251,64 @@ impl Webhook {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: self.addr,
-                source,
-            })?;
+    ///
+    /// The HTTPS server runs on a thread and runtime of its own ([`serve_on_own_thread`]);
+    /// the watches that keep its caches and the certificate's renewal stay on the caller's.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = self.addr;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let served = serve_on_own_thread(self.server, listener, shutdown)?;
         let background = futures::future::join_all(self.background);
         tokio::select! {
-            r = self.server.run(listener, shutdown) => r,
+            r = served => r,
             _ = background => Ok(()),
         }
     }
+}
+
+/// Runs `server` on `listener` on a new thread with a single-threaded runtime, until
+/// `shutdown` completes; the returned future gives its result.
+///
+/// Why: admission sits in the path of every pod creation, and the API server waits for it.
+/// On the operator's shared runtime an admission queues behind reconciliations and watch
+/// decoding (a burst of them at 10,000 integrations); on its own thread it waits only for
+/// other admissions, and the kernel schedules that mostly idle thread promptly.
+pub fn serve_on_own_thread(
+    server: WebhookServer,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), ServeError>>, ServeError> {
+    let addr = listener.local_addr().map_err(ServeError::Thread)?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("admission".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServeError::Thread)
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)
+                            .map_err(|source| ServeError::Bind { addr, source })?;
+                        server.run(listener, shutdown).await
+                    })
+                });
+            let _ = done_tx.send(served);
+        })
+        .map_err(ServeError::Thread)?;
+    Ok(async move {
+        done.await.unwrap_or_else(|_| {
+            Err(ServeError::Thread(std::io::Error::other(
+                "the admission thread ended without a result (it panicked)",
+            )))
+        })
+    })
 }
 
 /// Runs the admission webhook of `attache-operator run` until `shutdown` completes: HTTPS on
@@ -271,7 +318,7 @@ pub async fn serve(
     client: Client,
     args: WebhookArgs,
     metrics: AdmissionMetrics,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     Webhook::new(client, &args, metrics)
         .await?

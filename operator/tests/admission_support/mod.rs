@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use attache_operator::admission::{
     certs::{issue, service_dns_names, CertPolicy, CertResolver, TlsMaterial},
-    AdmissionMetrics, ClusterView, InjectorSettings, WebhookServer,
+    serve_on_own_thread, AdmissionMetrics, ClusterView, InjectorSettings, WebhookServer,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use serde_json::{json, Value};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
 use tokio_rustls::TlsConnector;
 
 /// The name the API server dials: `SERVICE.NAMESPACE.svc`.
@@ -131,7 +131,8 @@ pub async fn start(
     certs: Arc<CertResolver>,
     settings: InjectorSettings,
 ) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = AdmissionMetrics::default();
     let server = WebhookServer {
@@ -141,14 +142,12 @@ pub async fn start(
         metrics: metrics.clone(),
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .run(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    // As `attache-operator run` serves it: on a thread and runtime of its own.
+    let served = serve_on_own_thread(server, listener, async {
+        let _ = rx.await;
+    })
+    .unwrap();
+    let task = tokio::spawn(async move { served.await.unwrap() });
     Running {
         addr,
         metrics,
