@@ -8,10 +8,7 @@ use super::{
 };
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::{
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-    DynamicObject,
-};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
 /// The answer to one `POST /mutate`.
@@ -87,8 +84,8 @@ pub fn review(body: &[u8], view: &dyn ClusterView, settings: &InjectorSettings) 
                 native_sidecar = injection.native_sidecar,
                 "injected"
             );
-            match response.with_patch(injection.patch) {
-                Ok(patched) => answer(patched, AdmissionResult::Injected),
+            match serde_json::to_vec(&injection.patch) {
+                Ok(patch) => answer_with_patch(response, &patch),
                 Err(e) => Reviewed {
                     status: 500,
                     body: format!("cannot serialize the patch: {e}").into_bytes(),
@@ -109,8 +106,31 @@ pub fn pod_display_name(pod: &Pod) -> String {
 }
 
 fn answer(response: AdmissionResponse, result: AdmissionResult) -> Reviewed {
-    let review: AdmissionReview<DynamicObject> = response.into_review();
-    match serde_json::to_value(&review).and_then(|v| serde_json::to_vec(&base64_patch(v))) {
+    written(serde_json::to_vec(&response.into_review()), result)
+}
+
+/// The answer with `patch` (a JSON Patch, serialized) applied to the pod.
+///
+/// The API server's documented form of `response.patch` (Go `[]byte`) is a base64 string.
+/// kube-core would serialize it as an array of numbers, one JSON value per byte: a third of
+/// the size as base64, and building and writing those values was 40 % of an admission's CPU.
+/// So the patch is set here, as base64, on the otherwise small review.
+fn answer_with_patch(response: AdmissionResponse, patch: &[u8]) -> Reviewed {
+    let body = serde_json::to_value(response.into_review()).and_then(|mut review| {
+        if let Some(Value::Object(fields)) = review.get_mut("response") {
+            fields.insert("patchType".into(), Value::String("JSONPatch".into()));
+            fields.insert(
+                "patch".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(patch)),
+            );
+        }
+        serde_json::to_vec(&review)
+    });
+    written(body, AdmissionResult::Injected)
+}
+
+fn written(body: serde_json::Result<Vec<u8>>, result: AdmissionResult) -> Reviewed {
+    match body {
         Ok(body) => Reviewed {
             status: 200,
             body,
@@ -122,22 +142,6 @@ fn answer(response: AdmissionResponse, result: AdmissionResult) -> Reviewed {
             result: AdmissionResult::Error,
         },
     }
-}
-
-/// kube-core serializes `response.patch` (Go `[]byte`) as an array of numbers; the API
-/// server's documented form, and a third of the size, is a base64 string.
-fn base64_patch(mut review: Value) -> Value {
-    let bytes: Option<Vec<u8>> = match review.pointer("/response/patch") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-            .collect(),
-        _ => None,
-    };
-    if let (Some(bytes), Some(patch)) = (bytes, review.pointer_mut("/response/patch")) {
-        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    review
 }
 
 /// The body is not an AdmissionReview we can read: HTTP 400, and the API server applies the
