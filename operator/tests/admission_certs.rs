@@ -48,10 +48,7 @@ async fn a_renewed_certificate_is_presented_without_a_restart() {
         renewal(&old, &dns_names(), now, &policy()),
         Renewal::Due(DueReason::Expiring)
     );
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(old.cert.as_bytes(), old.key.as_bytes())
-        .unwrap();
+    let certs = serving(&old);
     let server = start(view(), certs.clone(), InjectorSettings::default()).await;
     let (mut kept, presented) = connect_h1(server.addr, &old.ca_bundle).await;
     assert_eq!(presented, leaf_der(&old.cert));
@@ -245,10 +242,7 @@ async fn first_start_creates_the_secret_and_trusts_its_ca_then_settles() {
 async fn a_secret_near_expiry_is_renewed_and_the_running_server_presents_the_new_certificate() {
     let now = SystemTime::now();
     let old = material_at(now - 25 * DAY, &policy());
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(old.cert.as_bytes(), old.key.as_bytes())
-        .unwrap();
+    let certs = serving(&old);
     let server = start(view(), certs.clone(), InjectorSettings::default()).await;
     let (_, presented) = connect_h1(server.addr, &old.ca_bundle).await;
     assert_eq!(presented, leaf_der(&old.cert));

@@ -13,9 +13,7 @@ use std::{
 };
 
 use attache_operator::admission::{
-    certs::{CertPolicy, CertResolver},
-    review::review,
-    AdmissionResult, InjectorSettings, StaticView,
+    certs::CertPolicy, review::review, AdmissionResult, InjectorSettings, StaticView,
 };
 
 mod admission_support;
@@ -47,10 +45,7 @@ fn report(what: &str, mut samples: Vec<Duration>, elapsed: Duration) {
 #[ignore = "measurement: run with --release -- --ignored --nocapture"]
 async fn admission_latency_over_https() {
     let material = material_at(SystemTime::now(), &CertPolicy::default());
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
-        .unwrap();
+    let certs = serving(&material);
     let view = Arc::new(
         StaticView::default()
             .with_namespace("shop", [])

@@ -24,10 +24,7 @@ fn view() -> Arc<StaticView> {
 #[tokio::test]
 async fn answers_an_admission_review_over_https() {
     let material = material_at(SystemTime::now(), &CertPolicy::default());
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
-        .unwrap();
+    let certs = serving(&material);
     let mut server = start(view(), certs, InjectorSettings::default()).await;
 
     let (mut client, _) = connect_h1(server.addr, &material.ca_bundle).await;
@@ -79,10 +76,7 @@ async fn answers_an_admission_review_over_https() {
 #[tokio::test]
 async fn speaks_http2_when_the_client_offers_it() {
     let material = material_at(SystemTime::now(), &CertPolicy::default());
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
-        .unwrap();
+    let certs = serving(&material);
     let server = start(view(), certs, InjectorSettings::default()).await;
     let mut client = connect_h2(server.addr, &material.ca_bundle).await;
     // Several admissions at once on one HTTP/2 connection, as the API server multiplexes them.
@@ -131,10 +125,7 @@ async fn without_a_certificate_handshakes_fail() {
 #[tokio::test(flavor = "current_thread")]
 async fn answers_while_the_operators_runtime_is_blocked() {
     let material = material_at(SystemTime::now(), &CertPolicy::default());
-    let certs = Arc::new(CertResolver::default());
-    certs
-        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
-        .unwrap();
+    let certs = serving(&material);
     let mut server = start(view(), certs, InjectorSettings::default()).await;
 
     let (addr, ca) = (server.addr, material.ca_bundle.clone());

@@ -118,6 +118,15 @@ pub fn material_at(now: SystemTime, policy: &CertPolicy) -> TlsMaterial {
     issue(None, &dns_names(), now, policy).expect("issue")
 }
 
+/// A certificate resolver already holding `material`'s serving certificate.
+pub fn serving(material: &TlsMaterial) -> Arc<CertResolver> {
+    let certs = Arc::new(CertResolver::default());
+    certs
+        .set_pem(material.cert.as_bytes(), material.key.as_bytes())
+        .expect("the fixture's certificate and key load");
+    certs
+}
+
 /// A webhook serving on 127.0.0.1 (an OS-chosen port) until `stop` is sent.
 pub struct Running {
     pub addr: SocketAddr,
